@@ -1,0 +1,301 @@
+//! Content: the header frame (class, body size, properties), the body
+//! frames that follow it, encoding a whole publish, and checking that the
+//! body frames add up to the announced size.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::constants::{FRAME_END, FRAME_HEADER, FRAME_MIN_SIZE};
+use crate::error::{DecodeError, Problem};
+use crate::frame::{encode_body, expect_end, malformed, put_frame_header, FRAME_OVERHEAD};
+use crate::generated::{BasicProperties, BasicPublish};
+use crate::parse;
+
+/// The class that carries content in AMQP 0-9-1: `basic`.
+pub const BASIC_CLASS_ID: u16 = 60;
+
+/// A content header: which class the content belongs to, the size of the
+/// body that follows in body frames, and the message properties.
+///
+/// ```
+/// use amqp_wire::{BasicProperties, ContentHeader};
+/// let header = ContentHeader::new(11, BasicProperties::default());
+/// assert_eq!(header.class_id, 60);
+/// assert_eq!(header.encoded_len(), 14);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentHeader {
+    /// The class of the method the content belongs to (always 60, `basic`).
+    pub class_id: u16,
+    /// Total size of the body, summed over the body frames that follow.
+    pub body_size: u64,
+    /// The message properties.
+    pub properties: BasicProperties,
+}
+
+impl ContentHeader {
+    /// A `basic` content header.
+    pub fn new(body_size: u64, properties: BasicProperties) -> Self {
+        ContentHeader {
+            class_id: BASIC_CLASS_ID,
+            body_size,
+            properties,
+        }
+    }
+
+    /// Encoded payload length: class, weight, body size and properties.
+    pub fn encoded_len(&self) -> usize {
+        12 + self.properties.encoded_len()
+    }
+
+    /// Writes the header frame's payload.
+    pub fn encode<B: BufMut>(&self, buf: &mut B) {
+        buf.put_u16(self.class_id);
+        buf.put_u16(0);
+        buf.put_u64(self.body_size);
+        self.properties.encode(buf);
+    }
+
+    pub(crate) fn decode(channel: u16, payload: &Bytes) -> Result<ContentHeader, DecodeError> {
+        const CONTEXT: &str = "content header";
+        let err = |e| malformed(CONTEXT, channel, payload, e);
+        let (i, class_id) = parse::short(payload).map_err(err)?;
+        if class_id != BASIC_CLASS_ID {
+            return Err(err(parse::fail(
+                payload,
+                Problem::UnknownContentClass { class_id },
+            )));
+        }
+        let (i, weight) = parse::short(i).map_err(err)?;
+        if weight != 0 {
+            return Err(err(parse::fail(
+                &payload[2..],
+                Problem::NonZeroWeight { weight },
+            )));
+        }
+        let (i, body_size) = parse::longlong(i).map_err(err)?;
+        let (i, properties) = BasicProperties::decode(payload, i).map_err(err)?;
+        expect_end(i).map_err(err)?;
+        Ok(ContentHeader {
+            class_id,
+            body_size,
+            properties,
+        })
+    }
+}
+
+/// Bytes that [`encode_content`] writes for these properties and body.
+pub fn content_len(properties: &BasicProperties, body_len: usize, frame_max: u32) -> usize {
+    let per_frame = body_frame_capacity(frame_max);
+    let body_frames = body_len.div_ceil(per_frame);
+    FRAME_OVERHEAD + 12 + properties.encoded_len() + body_frames * FRAME_OVERHEAD + body_len
+}
+
+/// Bytes of body one body frame carries under `frame_max`.
+pub fn body_frame_capacity(frame_max: u32) -> usize {
+    frame_max.max(FRAME_MIN_SIZE) as usize - FRAME_OVERHEAD
+}
+
+/// Writes a content header frame and the body frames of `body`, split so
+/// that no frame exceeds `frame_max` (an empty body has no body frames).
+pub fn encode_content<B: BufMut>(
+    buf: &mut B,
+    channel: u16,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) {
+    put_frame_header(buf, FRAME_HEADER, channel, 12 + properties.encoded_len());
+    buf.put_u16(BASIC_CLASS_ID);
+    buf.put_u16(0);
+    buf.put_u64(body.len() as u64);
+    properties.encode(buf);
+    buf.put_u8(FRAME_END);
+    for chunk in body.chunks(body_frame_capacity(frame_max)) {
+        encode_body(buf, channel, chunk);
+    }
+}
+
+/// Bytes that [`encode_publish`] writes.
+pub fn publish_len(
+    publish: &BasicPublish,
+    properties: &BasicProperties,
+    body_len: usize,
+    frame_max: u32,
+) -> usize {
+    FRAME_OVERHEAD
+        + 4
+        + publish_arguments_len(publish)
+        + content_len(properties, body_len, frame_max)
+}
+
+fn publish_arguments_len(publish: &BasicPublish) -> usize {
+    publish.arguments_len()
+}
+
+/// Encodes a whole publish, `basic.publish` + content header + body
+/// frames split at `frame_max`, into one contiguous buffer after a single
+/// reservation.
+///
+/// ```
+/// use amqp_wire::{encode_publish, BasicProperties, BasicPublish, Frame, ShortString};
+/// use bytes::BytesMut;
+///
+/// let publish = BasicPublish { routing_key: ShortString::from_static("tasks"), ..Default::default() };
+/// let body = vec![7u8; 10_000];
+/// let mut buf = BytesMut::new();
+/// encode_publish(&mut buf, 1, &publish, &BasicProperties::default(), &body, 4096);
+/// // method, header, and three body frames of at most 4088 bytes
+/// let mut frames = 0;
+/// while let Some(_) = Frame::decode(&mut buf, 4096).unwrap() { frames += 1; }
+/// assert_eq!(frames, 5);
+/// ```
+pub fn encode_publish(
+    buf: &mut BytesMut,
+    channel: u16,
+    publish: &BasicPublish,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) {
+    buf.reserve(publish_len(publish, properties, body.len(), frame_max));
+    encode_publish_into(buf, channel, publish, properties, body, frame_max);
+}
+
+/// [`encode_publish`] into any `BufMut`, without reserving: the caller
+/// makes room for [`publish_len`] bytes.
+pub fn encode_publish_into<B: BufMut>(
+    buf: &mut B,
+    channel: u16,
+    publish: &BasicPublish,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) {
+    put_frame_header(
+        buf,
+        crate::constants::FRAME_METHOD,
+        channel,
+        4 + publish_arguments_len(publish),
+    );
+    buf.put_u16(BasicPublish::CLASS_ID);
+    buf.put_u16(BasicPublish::METHOD_ID);
+    publish.encode_arguments(buf);
+    buf.put_u8(FRAME_END);
+    encode_content(buf, channel, properties, body, frame_max);
+}
+
+/// Collects the body frames of one message and checks them against the
+/// size its content header announced.
+///
+/// A body that arrives in one frame is handed back as that frame's slice
+/// of the read buffer (no copy); a body in several frames is joined into
+/// one buffer reserved once at the announced size, which is first checked
+/// against `max_body_size`.
+///
+/// ```
+/// use amqp_wire::{BodyAssembler, BodyError};
+/// use bytes::Bytes;
+///
+/// let mut body = BodyAssembler::new(5, 1 << 20).unwrap();
+/// assert_eq!(body.push(Bytes::from_static(b"hel")).unwrap(), None);
+/// assert_eq!(body.push(Bytes::from_static(b"lo")).unwrap(), Some(Bytes::from_static(b"hello")));
+///
+/// let mut body = BodyAssembler::new(2, 1 << 20).unwrap();
+/// assert!(matches!(body.push(Bytes::from_static(b"abc")), Err(BodyError::Overrun { .. })));
+/// ```
+#[derive(Debug)]
+pub struct BodyAssembler {
+    expected: u64,
+    received: u64,
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+/// The body frames of a message disagree with its content header, or the
+/// body is too large to accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// Body frames carry more bytes than the header announced.
+    #[error("body frames carry {received} bytes but the content header announced {expected}")]
+    Overrun {
+        /// Size from the content header.
+        expected: u64,
+        /// Bytes received so far, including the frame that overran.
+        received: u64,
+    },
+    /// The announced body is larger than this side accepts.
+    #[error(
+        "content header announces a body of {size} bytes, more than the limit of {limit} bytes"
+    )]
+    TooLarge {
+        /// Size from the content header.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl BodyAssembler {
+    /// Starts a body of `body_size` bytes, refusing sizes above `max_body_size`.
+    pub fn new(body_size: u64, max_body_size: u64) -> Result<Self, BodyError> {
+        if body_size > max_body_size {
+            return Err(BodyError::TooLarge {
+                size: body_size,
+                limit: max_body_size,
+            });
+        }
+        Ok(BodyAssembler {
+            expected: body_size,
+            received: 0,
+            first: None,
+            joined: None,
+        })
+    }
+
+    /// True when the whole body has arrived (at once for an empty body).
+    pub fn is_complete(&self) -> bool {
+        self.received == self.expected
+    }
+
+    /// Size the content header announced.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Adds one body frame's payload; returns the whole body once complete.
+    pub fn push(&mut self, payload: Bytes) -> Result<Option<Bytes>, BodyError> {
+        let received = self.received + payload.len() as u64;
+        if received > self.expected {
+            return Err(BodyError::Overrun {
+                expected: self.expected,
+                received,
+            });
+        }
+        self.received = received;
+        match (&mut self.joined, self.first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&payload),
+            (None, None) => self.first = Some(payload),
+            (None, Some(first)) => {
+                // `expected` was checked against the caller's limit.
+                let mut joined = BytesMut::with_capacity(self.expected as usize);
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&payload);
+                self.joined = Some(joined);
+            }
+        }
+        if !self.is_complete() {
+            return Ok(None);
+        }
+        Ok(Some(self.take()))
+    }
+
+    /// The whole body of an empty message, or whatever arrived so far.
+    pub fn take(&mut self) -> Bytes {
+        match (self.joined.take(), self.first.take()) {
+            (Some(joined), _) => joined.freeze(),
+            (None, Some(first)) => first,
+            (None, None) => Bytes::new(),
+        }
+    }
+}
