@@ -6,7 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::constants::{FRAME_END, FRAME_HEADER, FRAME_MIN_SIZE};
 use crate::error::{DecodeError, Problem};
-use crate::frame::{encode_body, expect_end, malformed, put_frame_header, FRAME_OVERHEAD};
+use crate::frame::{
+    encode_body, expect_end, malformed, put_frame_header, FrameType, FRAME_OVERHEAD,
+};
 use crate::generated::{BasicProperties, BasicPublish};
 use crate::parse;
 
@@ -122,19 +124,48 @@ pub fn publish_len(
     body_len: usize,
     frame_max: u32,
 ) -> usize {
-    FRAME_OVERHEAD
-        + 4
-        + publish_arguments_len(publish)
-        + content_len(properties, body_len, frame_max)
+    FRAME_OVERHEAD + 4 + publish.arguments_len() + content_len(properties, body_len, frame_max)
 }
 
-fn publish_arguments_len(publish: &BasicPublish) -> usize {
-    publish.arguments_len()
+/// A method or content header frame does not fit in the negotiated
+/// `frame_max`: unlike bodies, they cannot be split across frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{frame_type} frame of {size} bytes does not fit in the negotiated frame_max of \
+     {frame_max} bytes (method arguments and message properties cannot be split \
+     across frames: shorten names, headers or other properties)"
+)]
+pub struct FrameTooLarge {
+    /// The frame that does not fit.
+    pub frame_type: FrameType,
+    /// Its size, header and frame-end octet included.
+    pub size: usize,
+    /// The negotiated limit.
+    pub frame_max: u32,
+}
+
+fn check_fits(
+    frame_type: FrameType,
+    payload_len: usize,
+    frame_max: u32,
+) -> Result<(), FrameTooLarge> {
+    let size = payload_len + FRAME_OVERHEAD;
+    if size > frame_max.max(FRAME_MIN_SIZE) as usize {
+        return Err(FrameTooLarge {
+            frame_type,
+            size,
+            frame_max,
+        });
+    }
+    Ok(())
 }
 
 /// Encodes a whole publish, `basic.publish` + content header + body
 /// frames split at `frame_max`, into one contiguous buffer after a single
 /// reservation.
+///
+/// Fails, writing nothing, when the method or the content header frame
+/// would be larger than `frame_max`.
 ///
 /// ```
 /// use amqp_wire::{encode_publish, BasicProperties, BasicPublish, Frame, ShortString};
@@ -143,7 +174,7 @@ fn publish_arguments_len(publish: &BasicPublish) -> usize {
 /// let publish = BasicPublish { routing_key: ShortString::from_static("tasks"), ..Default::default() };
 /// let body = vec![7u8; 10_000];
 /// let mut buf = BytesMut::new();
-/// encode_publish(&mut buf, 1, &publish, &BasicProperties::default(), &body, 4096);
+/// encode_publish(&mut buf, 1, &publish, &BasicProperties::default(), &body, 4096).unwrap();
 /// // method, header, and three body frames of at most 4088 bytes
 /// let mut frames = 0;
 /// while let Some(_) = Frame::decode(&mut buf, 4096).unwrap() { frames += 1; }
@@ -156,13 +187,27 @@ pub fn encode_publish(
     properties: &BasicProperties,
     body: &[u8],
     frame_max: u32,
-) {
+) -> Result<(), FrameTooLarge> {
+    check_publish_fits(publish, properties, frame_max)?;
     buf.reserve(publish_len(publish, properties, body.len(), frame_max));
     encode_publish_into(buf, channel, publish, properties, body, frame_max);
+    Ok(())
 }
 
-/// [`encode_publish`] into any `BufMut`, without reserving: the caller
-/// makes room for [`publish_len`] bytes.
+/// Checks that the `basic.publish` method frame and the content header
+/// frame each fit in `frame_max`.
+pub fn check_publish_fits(
+    publish: &BasicPublish,
+    properties: &BasicProperties,
+    frame_max: u32,
+) -> Result<(), FrameTooLarge> {
+    check_fits(FrameType::Method, 4 + publish.arguments_len(), frame_max)?;
+    check_fits(FrameType::Header, 12 + properties.encoded_len(), frame_max)
+}
+
+/// [`encode_publish`] into any `BufMut`, without checks or reservation: the
+/// caller has called [`check_publish_fits`] and made room for
+/// [`publish_len`] bytes.
 pub fn encode_publish_into<B: BufMut>(
     buf: &mut B,
     channel: u16,
@@ -175,7 +220,7 @@ pub fn encode_publish_into<B: BufMut>(
         buf,
         crate::constants::FRAME_METHOD,
         channel,
-        4 + publish_arguments_len(publish),
+        4 + publish.arguments_len(),
     );
     buf.put_u16(BasicPublish::CLASS_ID);
     buf.put_u16(BasicPublish::METHOD_ID);

@@ -16,7 +16,7 @@
 //!     ..Default::default()
 //! };
 //! let mut buf = BytesMut::new();
-//! encode_publish(&mut buf, 1, &publish, &BasicProperties::default(), b"hello", 131_072);
+//! encode_publish(&mut buf, 1, &publish, &BasicProperties::default(), b"hello", 131_072).unwrap();
 //!
 //! // Decode it back, frame by frame; `Ok(None)` would mean "need more bytes".
 //! let Some(Frame::Method { channel: 1, method: Method::BasicPublish(p) }) = Frame::decode(&mut buf, 131_072)? else {
@@ -53,8 +53,9 @@ mod put;
 mod types;
 
 pub use content::{
-    body_frame_capacity, content_len, encode_content, encode_publish, encode_publish_into,
-    publish_len, BodyAssembler, BodyError, ContentHeader, BASIC_CLASS_ID,
+    body_frame_capacity, check_publish_fits, content_len, encode_content, encode_publish,
+    encode_publish_into, publish_len, BodyAssembler, BodyError, ContentHeader, FrameTooLarge,
+    BASIC_CLASS_ID,
 };
 pub use error::{DecodeError, Problem};
 pub use frame::{
