@@ -57,7 +57,10 @@ impl ContentHeader {
         self.properties.encode(buf);
     }
 
-    pub(crate) fn decode(channel: u16, payload: &Bytes) -> Result<ContentHeader, DecodeError> {
+    /// Decodes a header frame's payload into a box: a header is a few
+    /// hundred bytes, and boxing it keeps [`Frame`](crate::Frame) small,
+    /// so frames move cheaply; the properties are decoded in place.
+    pub(crate) fn decode(channel: u16, payload: &Bytes) -> Result<Box<ContentHeader>, DecodeError> {
         const CONTEXT: &str = "content header";
         let err = |e| malformed(CONTEXT, channel, payload, e);
         let (i, class_id) = parse::short(payload).map_err(err)?;
@@ -75,13 +78,10 @@ impl ContentHeader {
             )));
         }
         let (i, body_size) = parse::longlong(i).map_err(err)?;
-        let (i, properties) = BasicProperties::decode(payload, i).map_err(err)?;
+        let mut header = Box::new(ContentHeader::new(body_size, BasicProperties::default()));
+        let (i, ()) = header.properties.decode_into(payload, i).map_err(err)?;
         expect_end(i).map_err(err)?;
-        Ok(ContentHeader {
-            class_id,
-            body_size,
-            properties,
-        })
+        Ok(header)
     }
 }
 
@@ -227,6 +227,56 @@ pub fn encode_publish_into<B: BufMut>(
     publish.encode_arguments(buf);
     buf.put_u8(FRAME_END);
     encode_content(buf, channel, properties, body, frame_max);
+}
+
+/// Encodes a publish for a vectored write, without copying the body:
+/// frame headers, the method and the properties are written into `buf`,
+/// and `segments` receives, in wire order, slices of `buf` and of `body`
+/// (`Bytes::slice`, no copy) that together are exactly the bytes
+/// [`encode_publish`] would write.
+///
+/// Worth it for large bodies, where copying the body into a write buffer
+/// is the whole cost of encoding; small messages are cheaper to copy into
+/// one buffer and write together.
+///
+/// ```
+/// use amqp_wire::{encode_publish, encode_publish_segments, BasicProperties, BasicPublish};
+/// use bytes::{Bytes, BytesMut};
+///
+/// let body = Bytes::from(vec![1u8; 10_000]);
+/// let (publish, props) = (BasicPublish::default(), BasicProperties::default());
+/// let mut segments = Vec::new();
+/// encode_publish_segments(&mut BytesMut::new(), 1, &publish, &props, &body, 4096, &mut segments).unwrap();
+/// let mut contiguous = BytesMut::new();
+/// encode_publish(&mut contiguous, 1, &publish, &props, &body, 4096).unwrap();
+/// assert_eq!(segments.concat(), contiguous.to_vec());
+/// ```
+pub fn encode_publish_segments(
+    buf: &mut BytesMut,
+    channel: u16,
+    publish: &BasicPublish,
+    properties: &BasicProperties,
+    body: &Bytes,
+    frame_max: u32,
+    segments: &mut Vec<Bytes>,
+) -> Result<(), FrameTooLarge> {
+    check_publish_fits(publish, properties, frame_max)?;
+    let chunk = body_frame_capacity(frame_max);
+    let frames = body.len().div_ceil(chunk);
+    buf.reserve(publish_len(publish, properties, 0, frame_max) + frames * FRAME_OVERHEAD);
+    encode_publish_into(buf, channel, publish, properties, &[], frame_max);
+    // encode_content wrote the header with body size 0: patch it.
+    let size_at = buf.len() - 1 - properties.encoded_len() - 8;
+    buf[size_at..size_at + 8].copy_from_slice(&(body.len() as u64).to_be_bytes());
+    for start in (0..body.len()).step_by(chunk) {
+        let end = (start + chunk).min(body.len());
+        put_frame_header(buf, crate::constants::FRAME_BODY, channel, end - start);
+        segments.push(buf.split().freeze());
+        segments.push(body.slice(start..end));
+        buf.put_u8(FRAME_END);
+    }
+    segments.push(buf.split().freeze());
+    Ok(())
 }
 
 /// Collects the body frames of one message and checks them against the

@@ -124,9 +124,6 @@ impl ProtocolHeader {
 /// assert!(buf.is_empty());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-// A content header is a few hundred bytes; boxing it would cost an
-// allocation per message, while a frame is moved only once or twice.
-#[allow(clippy::large_enum_variant)]
 pub enum Frame {
     /// The protocol header (not a frame on the wire, but it comes first on
     /// the same byte stream).
@@ -142,8 +139,9 @@ pub enum Frame {
     Header {
         /// The channel.
         channel: u16,
-        /// Class, body size and properties.
-        header: ContentHeader,
+        /// Class, body size and properties (boxed: they are a few hundred
+        /// bytes, and a small `Frame` moves cheaply).
+        header: Box<ContentHeader>,
     },
     /// A body frame: a slice of the read buffer, never copied.
     Body {

@@ -54,8 +54,8 @@ mod types;
 
 pub use content::{
     body_frame_capacity, check_publish_fits, content_len, encode_content, encode_publish,
-    encode_publish_into, publish_len, BodyAssembler, BodyError, ContentHeader, FrameTooLarge,
-    BASIC_CLASS_ID,
+    encode_publish_into, encode_publish_segments, publish_len, BodyAssembler, BodyError,
+    ContentHeader, FrameTooLarge, BASIC_CLASS_ID,
 };
 pub use error::{DecodeError, Problem};
 pub use frame::{

@@ -44,7 +44,7 @@ proptest! {
 proptest! {
     #[test]
     fn properties_with_any_subset_of_flags_round_trip(properties in arb_properties(), body_size in any::<u64>(), channel in any::<u16>()) {
-        let frame = Frame::Header { channel, header: ContentHeader::new(body_size, properties) };
+        let frame = Frame::Header { channel, header: Box::new(ContentHeader::new(body_size, properties)) };
         prop_assert_eq!(round_trip(&frame), frame);
     }
 
@@ -83,6 +83,15 @@ proptest! {
             return Ok(());
         }
         prop_assert_eq!(buf.len(), publish_len(&publish, &properties, body.len(), frame_max));
+
+        // The vectored encoding is the same bytes, with the body not copied.
+        let shared_body = Bytes::from(body.clone());
+        let mut segments = Vec::new();
+        encode_publish_segments(&mut BytesMut::new(), 3, &publish, &properties, &shared_body, frame_max, &mut segments).unwrap();
+        prop_assert_eq!(segments.concat(), buf.to_vec());
+        let body_range = shared_body.as_ptr() as usize..shared_body.as_ptr() as usize + shared_body.len();
+        let body_segments = segments.iter().filter(|s| !s.is_empty() && body_range.contains(&(s.as_ptr() as usize))).count();
+        prop_assert_eq!(body_segments, body.len().div_ceil(body_frame_capacity(frame_max)));
 
         let first = Frame::decode(&mut buf, frame_max).unwrap().unwrap();
         prop_assert_eq!(first, Frame::Method { channel: 3, method: publish.into() });
