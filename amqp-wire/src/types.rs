@@ -434,7 +434,7 @@ field_value_from! {
 /// assert_eq!(args.get("x-max-length"), Some(&FieldValue::LongInt(10)));
 /// assert_eq!(args.len(), 2);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct FieldTable {
     entries: Vec<(ShortString, FieldValue)>,
 }
@@ -505,6 +505,12 @@ impl FieldTable {
             .iter()
             .map(|(k, v)| 1 + k.len() + v.encoded_len())
             .sum()
+    }
+}
+
+impl fmt::Debug for FieldTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
