@@ -1,0 +1,228 @@
+//! The connection handle: cheap to clone, talks to the connection task by
+//! message.
+
+use std::sync::{Arc, OnceLock};
+
+use amqp_wire::FieldTable;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::channel::Channel;
+use crate::command::{Command, PublishCommand};
+use crate::config::ConnectionConfig;
+use crate::driver::{self, Driver};
+use crate::error::{CloseReason, Error, Initiator, Result};
+use crate::events::ConnectionEvent;
+use crate::state::ConnectionState;
+use crate::transport;
+use crate::tuning::Tuning;
+
+/// How many publishes may wait for the connection task before
+/// `publish` waits: the backpressure a slow socket or a blocked connection
+/// puts on publishers.
+const PUBLISH_QUEUE: usize = 1024;
+
+/// What the handles of one connection share.
+#[derive(Debug)]
+pub(crate) struct ConnectionInner {
+    pub(crate) control: mpsc::UnboundedSender<Command>,
+    pub(crate) publishes: mpsc::Sender<PublishCommand>,
+    events: broadcast::Sender<ConnectionEvent>,
+    /// Set by the task when it ends.
+    pub(crate) closed: Arc<OnceLock<Error>>,
+    pub(crate) tuning: Tuning,
+    server_properties: FieldTable,
+    pub(crate) max_body_size: u64,
+}
+
+impl ConnectionInner {
+    /// The error to report when the task is gone.
+    pub(crate) fn closed_error(&self) -> Error {
+        self.closed
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Error::ConnectionClosed(CloseReason::normal(Initiator::Client)))
+    }
+
+    /// Sends a command; fails with the close reason when the task is gone.
+    pub(crate) fn send(&self, command: Command) -> Result<()> {
+        self.control.send(command).map_err(|_| self.closed_error())
+    }
+}
+
+impl Drop for ConnectionInner {
+    fn drop(&mut self) {
+        // Dropping the last handle closes the connection; the task also
+        // notices the closed command queue, this only says it sooner.
+        let _ = self.control.send(Command::CloseConnection {
+            code: 200,
+            text: "every handle of the connection was dropped".into(),
+            reply: None,
+        });
+    }
+}
+
+/// An open AMQP connection.
+///
+/// Cheap to clone: every clone (and every [`Channel`]) talks to the same
+/// connection task. When the last handle of the connection and of its
+/// channels is dropped, the connection closes with code 200 (the drop
+/// does not wait for it).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), amqp_conn::Error> {
+/// use amqp_conn::{Connection, ConnectionConfig};
+///
+/// let connection = Connection::open(ConnectionConfig::from_url("amqp://guest:guest@localhost:5672/%2f")?).await?;
+/// let channel = connection.open_channel().await?;
+/// // ...
+/// channel.close().await?;
+/// connection.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub(crate) inner: Arc<ConnectionInner>,
+}
+
+impl Connection {
+    /// Opens a connection: TCP (and TLS), the AMQP handshake, tuning and
+    /// the virtual host, all within `config.connection_timeout`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes drops the half-open
+    /// socket; nothing is left running.
+    pub async fn open(config: ConnectionConfig) -> Result<Connection> {
+        config.validate()?;
+        let span = tracing::info_span!("amqp_connection", address = %config.address(), vhost = %config.vhost);
+        let _enter = span.enter();
+        let address = config.address();
+        let timeout = config.connection_timeout;
+        let stage = Arc::new(OnceLock::new());
+        let opening = async {
+            let mut transport = transport::connect(&config).await?;
+            let _ = stage.set("AMQP handshake");
+            let (opened, read) = driver::handshake(&mut transport, &config).await?;
+            Ok::<_, Error>((transport, opened, read))
+        };
+        let (transport, opened, read) = match tokio::time::timeout(timeout, opening).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::ConnectTimeout {
+                    address,
+                    after: timeout,
+                    stage: stage
+                        .get()
+                        .copied()
+                        .unwrap_or("TCP connect or TLS handshake"),
+                })
+            }
+        };
+        tracing::info!(
+            channel_max = opened.tuning.channel_max,
+            frame_max = opened.tuning.frame_max,
+            heartbeat = opened.tuning.heartbeat,
+            "connection open"
+        );
+        let (events, _) = broadcast::channel(256);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let closed = Arc::new(OnceLock::new());
+        let state = ConnectionState::new(
+            opened.tuning,
+            config.max_body_size,
+            events.clone(),
+            Instant::now(),
+        );
+        driver::spawn(
+            Driver::new(transport, read, state, control_rx, publish_rx),
+            closed.clone(),
+        );
+        Ok(Connection {
+            inner: Arc::new(ConnectionInner {
+                control: control_tx,
+                publishes: publish_tx,
+                events,
+                closed,
+                tuning: opened.tuning,
+                server_properties: opened.server_properties,
+                max_body_size: config.max_body_size,
+            }),
+        })
+    }
+
+    /// Opens a channel with the lowest free number.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped after the request was sent, the channel
+    /// still opens and is closed again when its handle is dropped.
+    pub async fn open_channel(&self) -> Result<Channel> {
+        self.open_channel_inner(None).await
+    }
+
+    /// Opens channel number `id` (1 to channel_max); fails with
+    /// [`Error::ChannelUnavailable`] when it is in use.
+    pub async fn open_channel_with_id(&self, id: u16) -> Result<Channel> {
+        self.open_channel_inner(Some(id)).await
+    }
+
+    async fn open_channel_inner(&self, id: Option<u16>) -> Result<Channel> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.send(Command::OpenChannel { id, reply })?;
+        let (r, shared) = rx.await.map_err(|_| self.inner.closed_error())??;
+        Ok(Channel::new(r, shared, self.inner.clone()))
+    }
+
+    /// Closes the connection with code 200 and waits for the broker's
+    /// close-ok (at most 5 seconds). Every channel, pending reply, confirm
+    /// and consumer ends with [`Error::ConnectionClosed`].
+    pub async fn close(&self) -> Result<()> {
+        self.close_with(200, "closed by the application").await
+    }
+
+    /// Closes the connection with a reply code and text of your choice.
+    pub async fn close_with(&self, code: u16, text: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inner
+            .send(Command::CloseConnection {
+                code,
+                text: text.to_string(),
+                reply: Some(reply),
+            })
+            .is_err()
+        {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    /// Subscribes to the connection's events: blocked/unblocked, channels
+    /// closed by the broker, returned messages without confirms, close.
+    /// A subscriber that falls more than 256 events behind misses the
+    /// oldest ones (`RecvError::Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.inner.closed.get().cloned()
+    }
+
+    /// True once the connection task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get().is_some() || self.inner.control.is_closed()
+    }
+
+    /// The negotiated limits.
+    pub fn tuning(&self) -> Tuning {
+        self.inner.tuning
+    }
+
+    /// What the broker said about itself (product, version, capabilities).
+    pub fn server_properties(&self) -> &FieldTable {
+        &self.inner.server_properties
+    }
+}

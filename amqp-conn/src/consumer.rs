@@ -1,0 +1,113 @@
+//! The consumer handle: a bounded stream of deliveries.
+
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use amqp_wire::{BasicCancel, ShortString};
+use tokio::sync::mpsc;
+
+use crate::channel::Channel;
+use crate::command::{Command, ConsumerEnd, Reply};
+use crate::error::Result;
+use crate::message::Delivery;
+
+/// A consumer started with [`Channel::consume`].
+///
+/// [`recv`](Consumer::recv) returns deliveries until the consumer ends;
+/// [`end`](Consumer::end) then says why: cancelled by the application,
+/// cancelled by the broker (queue deleted, node down), or the channel
+/// closed. Dropping a consumer cancels it and gives back (rejects with
+/// requeue) the messages still in its buffer, unless it consumes without
+/// acks.
+#[derive(Debug)]
+pub struct Consumer {
+    tag: ShortString,
+    rx: mpsc::Receiver<Delivery>,
+    end: Arc<OnceLock<ConsumerEnd>>,
+    no_ack: bool,
+    channel: Channel,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        tag: ShortString,
+        rx: mpsc::Receiver<Delivery>,
+        end: Arc<OnceLock<ConsumerEnd>>,
+        no_ack: bool,
+        channel: Channel,
+    ) -> Self {
+        Consumer {
+            tag,
+            rx,
+            end,
+            no_ack,
+            channel,
+        }
+    }
+
+    /// The consumer tag.
+    pub fn tag(&self) -> &ShortString {
+        &self.tag
+    }
+
+    /// The channel the consumer runs on (to ack its deliveries).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The next delivery; `None` once the consumer has ended.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a delivery is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// Polls for the next delivery (for `Stream` implementations).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
+
+    /// Why the consumer ended, once it has.
+    pub fn end(&self) -> Option<ConsumerEnd> {
+        self.end.get().cloned()
+    }
+
+    /// Cancels the consumer (`basic.cancel`) and waits for the broker's
+    /// cancel-ok; deliveries already buffered can still be received.
+    pub async fn cancel(&self) -> Result<()> {
+        if self.end.get().is_some() {
+            return Ok(());
+        }
+        self.channel
+            .call(BasicCancel {
+                consumer_tag: self.tag.clone(),
+                nowait: false,
+            })
+            .await
+            .map(drop)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.rx.close();
+        if self.end.get().is_none() {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            let _ = self.channel.inner.send(Command::Call {
+                channel: self.channel.inner.r,
+                method: BasicCancel {
+                    consumer_tag: self.tag.clone(),
+                    nowait: false,
+                }
+                .into(),
+                reply: Reply::Method(reply),
+            });
+        }
+        if !self.no_ack {
+            while let Ok(delivery) = self.rx.try_recv() {
+                let _ = self.channel.reject(delivery.delivery_tag, true);
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The connection task: one tokio task owns the socket and the protocol
+//! state, and drives both from a single poll function.
+//!
+//! Each turn it takes commands and publishes from the handles, decodes
+//! what the socket brought, writes what the state queued (many frames per
+//! write), and runs the timer. Reads go into one persistent buffer and
+//! writes advance a queue, so nothing is lost when a poll returns
+//! `Pending`: there is no `write_all` inside a `select!` to cancel.
+
+use std::future::{poll_fn, Future};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use amqp_wire::Frame;
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::PollSender;
+
+use crate::command::{ChannelRef, Command, PublishCommand};
+use crate::config::ConnectionConfig;
+use crate::error::{Error, Result};
+use crate::handshake::{Handshake, Opened};
+use crate::message::Delivery;
+use crate::state::{ConnectionState, Phase, Stall};
+use crate::transport::Transport;
+
+/// Stop taking publishes while this many bytes wait to be written: a slow
+/// socket or a blocked connection makes publishers wait on the bounded
+/// publish queue instead of growing memory.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Read buffer: room reserved before each read.
+const READ_RESERVE: usize = 64 * 1024;
+/// How many commands one turn takes before it reads and writes.
+const COMMAND_BATCH: usize = 256;
+
+/// Runs the handshake on a fresh transport.
+pub(crate) async fn handshake(
+    transport: &mut Transport,
+    config: &ConnectionConfig,
+) -> Result<(Opened, BytesMut)> {
+    let mut out = BytesMut::new();
+    let mut read = BytesMut::with_capacity(READ_RESERVE);
+    let mut hs = Handshake::start(config, &mut out);
+    loop {
+        if !out.is_empty() {
+            transport.write_all(&out).await.map_err(Error::io)?;
+            transport.flush().await.map_err(Error::io)?;
+            out.clear();
+        }
+        loop {
+            let frame = match Frame::decode(&mut read, config.frame_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Err(e.into()),
+            };
+            match hs.handle(frame, &mut out) {
+                Ok(Some(opened)) => {
+                    transport.write_all(&out).await.map_err(Error::io)?;
+                    transport.flush().await.map_err(Error::io)?;
+                    return Ok((opened, read));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    // Answer a close before giving up; the error matters more.
+                    let _ = transport.write_all(&out).await;
+                    let _ = transport.flush().await;
+                    return Err(error);
+                }
+            }
+        }
+        if !out.is_empty() {
+            continue;
+        }
+        read.reserve(READ_RESERVE);
+        let n =
+            poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *transport), cx, &mut read))
+                .await
+                .map_err(Error::io)?;
+        if n == 0 {
+            return Err(hs.on_eof());
+        }
+    }
+}
+
+/// The connection task's state.
+pub(crate) struct Driver {
+    transport: Transport,
+    read: BytesMut,
+    state: ConnectionState,
+    control: mpsc::UnboundedReceiver<Command>,
+    publishes: mpsc::Receiver<PublishCommand>,
+    timer: Pin<Box<Sleep>>,
+    stall: Option<(ChannelRef, PollSender<Delivery>, Delivery)>,
+    needs_flush: bool,
+    handles_gone: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        transport: Transport,
+        read: BytesMut,
+        state: ConnectionState,
+        control: mpsc::UnboundedReceiver<Command>,
+        publishes: mpsc::Receiver<PublishCommand>,
+    ) -> Self {
+        Driver {
+            transport,
+            read,
+            state,
+            control,
+            publishes,
+            timer: Box::pin(tokio::time::sleep_until(
+                Instant::now() + std::time::Duration::from_secs(3600),
+            )),
+            stall: None,
+            needs_flush: false,
+            handles_gone: false,
+        }
+    }
+
+    /// Runs until the connection is over; returns why it ended.
+    pub(crate) async fn run(mut self) -> Error {
+        poll_fn(|cx| self.poll(cx)).await
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        loop {
+            let now = Instant::now();
+            let mut progress = false;
+            progress |= self.poll_stall(cx);
+            progress |= self.poll_commands(cx, now);
+            progress |= self.poll_publishes(cx);
+            match self.poll_read(cx, now) {
+                Ok(read) => progress |= read,
+                Err(error) => self.state.shutdown(error),
+            }
+            match self.poll_write(cx, now) {
+                Ok(wrote) => progress |= wrote,
+                Err(error) => self.state.shutdown(error),
+            }
+            progress |= self.poll_timer(cx, now);
+            if let Phase::Closed { error } = &self.state.phase {
+                if self.state.out.is_empty() && !self.needs_flush {
+                    return Poll::Ready(error.clone());
+                }
+                if !progress {
+                    // Nothing more will drain: give up on the rest.
+                    return Poll::Ready(error.clone());
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// A delivery waits for room in its consumer's buffer.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stall.is_none() {
+            if let Some(Stall {
+                channel,
+                sender,
+                delivery,
+            }) = self.state.stall.take()
+            {
+                self.stall = Some((channel, PollSender::new(sender), delivery));
+            }
+        }
+        let Some((_, sender, _)) = &mut self.stall else {
+            return false;
+        };
+        match sender.poll_reserve(cx) {
+            Poll::Pending => false,
+            Poll::Ready(result) => {
+                let (channel, mut sender, delivery) = self.stall.take().expect("stall present");
+                match result {
+                    Ok(()) => {
+                        if let Err(e) = sender.send_item(delivery) {
+                            if let Some(delivery) = e.into_inner() {
+                                self.state.consumer_gone(channel, delivery);
+                            }
+                        }
+                    }
+                    Err(_) => self.state.consumer_gone(channel, delivery),
+                }
+                true
+            }
+        }
+    }
+
+    /// Publishes queued before a command go out before it, so a close or
+    /// a `tx.commit` never overtakes them.
+    fn drain_publishes(&mut self) {
+        while let Ok(publish) = self.publishes.try_recv() {
+            self.state.handle_publish(publish);
+        }
+    }
+
+    fn poll_commands(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut progress = false;
+        for _ in 0..COMMAND_BATCH {
+            match self.control.poll_recv(cx) {
+                Poll::Ready(Some(command)) => {
+                    self.drain_publishes();
+                    self.state.handle_command(command, now);
+                    progress = true;
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone: close the connection.
+                    if !self.handles_gone {
+                        self.handles_gone = true;
+                        self.drain_publishes();
+                        self.state.handle_command(
+                            Command::CloseConnection {
+                                code: 200,
+                                text: "every handle of the connection was dropped".into(),
+                                reply: None,
+                            },
+                            now,
+                        );
+                        progress = true;
+                    }
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn poll_publishes(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.state.is_open() && !self.state.blocked && self.state.out.len() < WRITE_HIGH_WATER
+        {
+            match self.publishes.poll_recv(cx) {
+                Poll::Ready(Some(publish)) => {
+                    self.state.handle_publish(publish);
+                    progress = true;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    /// Decodes buffered frames, then reads more.
+    fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool> {
+        if matches!(self.state.phase, Phase::Closed { .. }) {
+            return Ok(false);
+        }
+        let mut progress = self.decode_buffered(now)?;
+        if self.stall.is_some() || self.state.stall.is_some() {
+            return Ok(progress);
+        }
+        if self.read.capacity() - self.read.len() < READ_RESERVE / 4 {
+            self.read.reserve(READ_RESERVE);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.transport), cx, &mut self.read) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(0)) => {
+                let error = match &self.state.phase {
+                    Phase::Closing { error, .. } => error.clone(),
+                    _ => Error::io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the broker closed the socket without connection.close",
+                    )),
+                };
+                return Err(error);
+            }
+            Poll::Ready(Ok(_)) => {
+                progress = true;
+                self.decode_buffered(now)?;
+            }
+            Poll::Ready(Err(e)) => return Err(Error::io(e)),
+        }
+        Ok(progress)
+    }
+
+    fn decode_buffered(&mut self, now: Instant) -> Result<bool> {
+        let mut progress = false;
+        while self.state.stall.is_none() && !matches!(self.state.phase, Phase::Closed { .. }) {
+            match Frame::decode(&mut self.read, self.state.tuning.frame_max) {
+                Ok(Some(frame)) => {
+                    tracing::trace!(
+                        channel = frame.channel(),
+                        frame = crate::state::frame_name(&frame),
+                        "frame in"
+                    );
+                    self.state.handle_frame(frame, now);
+                    progress = true;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.state.fail(Error::Decode(e), now);
+                    // The stream cannot be resynchronised: drop the rest.
+                    self.read.clear();
+                    return Ok(true);
+                }
+            }
+        }
+        if self.read.is_empty() && self.read.capacity() > 4 * READ_RESERVE {
+            // Give back what a large frame needed.
+            self.read = BytesMut::with_capacity(READ_RESERVE);
+        }
+        Ok(progress)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool> {
+        let mut progress = false;
+        while !self.state.out.is_empty() {
+            let written = if self.state.out.is_contiguous() {
+                Pin::new(&mut self.transport).poll_write(cx, self.state.out.chunk())
+            } else {
+                let mut slices = [IoSlice::new(&[]); 64];
+                let n = self.state.out.io_slices(&mut slices);
+                Pin::new(&mut self.transport).poll_write_vectored(cx, &slices[..n])
+            };
+            match written {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    return Err(Error::io(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "the socket accepts no more bytes",
+                    )))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.state.out.advance(n);
+                    self.state.on_write(now);
+                    self.needs_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(Error::io(e)),
+            }
+        }
+        if self.state.out.is_empty() && self.needs_flush {
+            match Pin::new(&mut self.transport).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(Error::io(e)),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let Some(deadline) = self.state.deadline() else {
+            return false;
+        };
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let paused = self.stall.is_some();
+        self.state.handle_timeout(now, paused);
+        // The deadline moved (or the connection ended): poll again.
+        self.state.deadline() != Some(deadline)
+    }
+}
+
+/// Keeps the connection's close reason for handles created later.
+pub(crate) fn spawn(driver: Driver, closed: Arc<std::sync::OnceLock<Error>>) {
+    tokio::spawn(async move {
+        let error = driver.run().await;
+        tracing::info!(%error, "connection closed");
+        let _ = closed.set(error);
+    });
+}

@@ -1,0 +1,286 @@
+//! Errors: what happened, who closed what, and what the user can do.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_wire::{DecodeError, ReplyCode};
+
+/// Who closed a channel or connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Initiator {
+    /// The application, by calling `close` or dropping the last handle.
+    Client,
+    /// This library, after a protocol error or a failed heartbeat.
+    Library,
+    /// The broker.
+    Broker,
+}
+
+impl fmt::Display for Initiator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Initiator::Client => "the application",
+            Initiator::Library => "the client library",
+            Initiator::Broker => "the broker",
+        })
+    }
+}
+
+/// Why a channel or connection was closed: the fields of
+/// `channel.close`/`connection.close` and who sent it.
+///
+/// ```
+/// use amqp_conn::{CloseReason, Initiator};
+/// use amqp_wire::ReplyCode;
+///
+/// let reason = CloseReason {
+///     code: ReplyCode::NOT_FOUND,
+///     text: "NOT_FOUND - no queue 'tasks' in vhost '/'".into(),
+///     class_id: 50,
+///     method_id: 10,
+///     initiator: Initiator::Broker,
+/// };
+/// assert!(reason.is_soft());
+/// assert_eq!(reason.method_name(), Some("queue.declare"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The reply code.
+    pub code: ReplyCode,
+    /// The reply text.
+    pub text: String,
+    /// Class of the method that caused the close (0 if none).
+    pub class_id: u16,
+    /// Method that caused the close (0 if none).
+    pub method_id: u16,
+    /// Who closed.
+    pub initiator: Initiator,
+}
+
+impl CloseReason {
+    /// A close with code 200 by `initiator`.
+    pub fn normal(initiator: Initiator) -> Self {
+        CloseReason {
+            code: ReplyCode::REPLY_SUCCESS,
+            text: "closed".into(),
+            class_id: 0,
+            method_id: 0,
+            initiator,
+        }
+    }
+
+    /// A close by this library with `code` and `text`.
+    pub fn library(code: ReplyCode, text: impl Into<String>) -> Self {
+        CloseReason {
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+            initiator: Initiator::Library,
+        }
+    }
+
+    /// True for soft errors, which close only the channel.
+    pub fn is_soft(&self) -> bool {
+        self.code.is_soft_error()
+    }
+
+    /// True for a normal close (code 200).
+    pub fn is_normal(&self) -> bool {
+        self.code == ReplyCode::REPLY_SUCCESS
+    }
+
+    /// The name of the method that caused the close, such as
+    /// `queue.declare`.
+    pub fn method_name(&self) -> Option<&'static str> {
+        amqp_wire::Method::name_of(self.class_id, self.method_id)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code.name() {
+            Some(name) => write!(f, "{name} ({})", self.code.0)?,
+            None => write!(f, "reply code {}", self.code.0)?,
+        }
+        write!(f, " from {}: {}", self.initiator, self.text)?;
+        if let Some(method) = self.method_name() {
+            write!(f, " (in reply to {method})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong on a connection or channel.
+///
+/// `Clone`, so one failure can be handed to every waiter it ends.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration or URL is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The TCP connection could not be made.
+    #[error("could not connect to {address}: {source}; is the broker running and reachable?")]
+    Connect {
+        /// `host:port`.
+        address: String,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
+    },
+    /// The connection did not open within `connection_timeout`.
+    #[error("connecting to {address} timed out after {after:?} ({stage}); check the address and the broker's load, or raise connection_timeout")]
+    ConnectTimeout {
+        /// `host:port`.
+        address: String,
+        /// How long we waited.
+        after: Duration,
+        /// What was in progress: TCP connect, TLS handshake, AMQP handshake.
+        stage: &'static str,
+    },
+    /// The TLS handshake failed (certificate not trusted, wrong host
+    /// name, client certificate refused, ...).
+    #[error("TLS handshake with {address} failed: {source}")]
+    Tls {
+        /// `host:port`.
+        address: String,
+        /// The TLS error.
+        source: Arc<std::io::Error>,
+    },
+    /// The broker refused the credentials.
+    #[error("the broker refused the login of user '{username}' with {mechanism}: {reason}; check the user name and password (or certificate)")]
+    AuthenticationFailed {
+        /// The user name (never the password).
+        username: String,
+        /// The SASL mechanism used.
+        mechanism: &'static str,
+        /// The broker's explanation, if it gave one.
+        reason: String,
+    },
+    /// The broker does not offer the SASL mechanism we were asked to use.
+    #[error("the broker does not offer the {mechanism} mechanism (it offers: {offered}); enable it on the broker or choose another auth_mechanism")]
+    MechanismNotOffered {
+        /// The mechanism asked for.
+        mechanism: &'static str,
+        /// What the broker offers.
+        offered: String,
+    },
+    /// The peer does not speak AMQP 0-9-1.
+    #[error("the server does not speak AMQP 0-9-1: it answered with protocol header {0:?}")]
+    UnsupportedProtocol(amqp_wire::ProtocolHeader),
+    /// The connection was closed (by the broker, the application or this
+    /// library); every pending operation on it ends with this error.
+    #[error("connection closed: {0}")]
+    ConnectionClosed(CloseReason),
+    /// The channel was closed (a soft error from the broker, or a close
+    /// by the application); the connection stays usable.
+    #[error("channel {channel} closed: {reason}")]
+    ChannelClosed {
+        /// The channel number.
+        channel: u16,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The socket failed or was closed without a `connection.close`.
+    #[error("connection lost: {0}; the broker may have restarted or the network dropped")]
+    Io(Arc<std::io::Error>),
+    /// Nothing arrived from the broker for two heartbeat intervals.
+    #[error("no data from the broker for {silent_for:?} (two heartbeat intervals of {interval:?}): the connection is considered dead")]
+    HeartbeatTimeout {
+        /// The negotiated heartbeat interval.
+        interval: Duration,
+        /// How long nothing arrived.
+        silent_for: Duration,
+    },
+    /// The broker sent bytes that are not valid AMQP.
+    #[error("the broker sent malformed data: {0}")]
+    Decode(#[from] DecodeError),
+    /// The broker sent a frame that is valid AMQP but not expected here.
+    #[error("unexpected {got} on channel {channel} while {state}")]
+    UnexpectedFrame {
+        /// The channel.
+        channel: u16,
+        /// What arrived, such as `basic.deliver` or `body frame`.
+        got: &'static str,
+        /// What we were doing.
+        state: &'static str,
+    },
+    /// Every channel number up to the negotiated channel_max is in use.
+    #[error(
+        "all {channel_max} channels of this connection are open; close some or raise channel_max"
+    )]
+    ChannelLimitReached {
+        /// The negotiated maximum.
+        channel_max: u16,
+    },
+    /// An explicit channel number that is already open or out of range.
+    #[error("channel {channel} is not available (in use, 0, or above channel_max {channel_max})")]
+    ChannelUnavailable {
+        /// The number asked for.
+        channel: u16,
+        /// The negotiated maximum.
+        channel_max: u16,
+    },
+    /// A method argument or message property does not fit in a frame.
+    #[error(transparent)]
+    FrameTooLarge(#[from] amqp_wire::FrameTooLarge),
+    /// A message body larger than this side accepts.
+    #[error(transparent)]
+    Body(#[from] amqp_wire::BodyError),
+    /// A name or other short string is longer than 255 bytes.
+    #[error(transparent)]
+    ShortString(#[from] amqp_wire::ShortStringTooLong),
+    /// An operation did not complete in time.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// The operation, such as `queue.declare`.
+        operation: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The operation needs a channel mode that is not on (or is excluded
+    /// by another), such as transactions on a confirm channel.
+    #[error("{0}")]
+    InvalidState(&'static str),
+}
+
+impl Error {
+    /// The broker's reply code, if this error is a close by the broker or
+    /// carries one.
+    pub fn reply_code(&self) -> Option<ReplyCode> {
+        self.close_reason().map(|r| r.code)
+    }
+
+    /// The close reason of a channel or connection close.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        match self {
+            Error::ConnectionClosed(reason) | Error::ChannelClosed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// True when the error ended only a channel: the connection is usable.
+    pub fn is_channel_error(&self) -> bool {
+        matches!(self, Error::ChannelClosed { .. })
+    }
+
+    /// True when the connection is gone (a robust layer would reconnect).
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            Error::ConnectionClosed(_)
+                | Error::Io(_)
+                | Error::HeartbeatTimeout { .. }
+                | Error::Decode(_)
+                | Error::UnexpectedFrame { .. }
+        )
+    }
+
+    pub(crate) fn io(error: std::io::Error) -> Self {
+        Error::Io(Arc::new(error))
+    }
+}
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,610 @@
+//! One channel's protocol state: its queue of synchronous requests, its
+//! consumers, publisher confirms and the message being assembled.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use amqp_wire::{
+    BasicCancel, BasicCancelOk, BasicDeliver, BasicGetOk, BasicReject, BasicReturn, BodyAssembler,
+    ChannelClose, ChannelCloseOk, ChannelFlowOk, ContentHeader, Frame, Method, ReplyCode,
+};
+use bytes::Bytes;
+use tokio::sync::{mpsc::error::TrySendError, oneshot};
+
+use super::{frame_name, truncate, ConfirmTracker, Stall, WriteQueue};
+use crate::command::{
+    is_reply_to, ChannelRef, ChannelShared, ConsumerEnd, ConsumerSink, PublishCommand, Reply,
+};
+use crate::error::{CloseReason, Error, Initiator, Result};
+use crate::events::ConnectionEvent;
+use crate::message::{Delivery, PublishOutcome, Returned};
+
+/// Where the channel is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// `channel.open` sent.
+    Opening,
+    Open,
+    /// We sent `channel.close`: everything but close/close-ok is dropped.
+    Closing {
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+}
+
+/// A message whose content frames are arriving.
+#[derive(Debug)]
+struct Incoming {
+    kind: IncomingKind,
+    header: Option<Box<ContentHeader>>,
+    body: Option<BodyAssembler>,
+}
+
+#[derive(Debug)]
+enum IncomingKind {
+    Deliver(BasicDeliver),
+    Get(BasicGetOk, oneshot::Sender<Result<Option<Delivery>>>),
+    Return(BasicReturn),
+}
+
+#[derive(Debug)]
+struct Consumer {
+    tag: amqp_wire::ShortString,
+    sink: ConsumerSink,
+    /// We sent `basic.cancel` after its receiver went away.
+    cancelling: bool,
+}
+
+/// What handling a frame did beyond replies.
+#[derive(Debug, Default)]
+pub(crate) struct FrameOutcome {
+    /// An event for the connection's subscribers.
+    pub(crate) event: Option<ConnectionEvent>,
+    /// The channel is closed: its number can be reused.
+    pub(crate) closed: bool,
+}
+
+/// The state of one channel.
+#[derive(Debug)]
+pub(crate) struct ChannelState {
+    r: ChannelRef,
+    pub(crate) generation: u64,
+    shared: Arc<ChannelShared>,
+    phase: Phase,
+    /// Synchronous requests; the first is on the wire when `in_flight`.
+    calls: VecDeque<(Method, Reply)>,
+    in_flight: bool,
+    confirms: Option<ConfirmTracker>,
+    consumers: Vec<Consumer>,
+    incoming: Option<Incoming>,
+    max_body_size: u64,
+}
+
+impl ChannelState {
+    pub(crate) fn new(r: ChannelRef, max_body_size: u64) -> Self {
+        ChannelState {
+            r,
+            generation: r.generation,
+            shared: Arc::new(ChannelShared::default()),
+            phase: Phase::Opening,
+            calls: VecDeque::new(),
+            in_flight: false,
+            confirms: None,
+            consumers: Vec::new(),
+            incoming: None,
+            max_body_size,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    fn closed_error(&self) -> Error {
+        self.shared
+            .closed
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Error::ChannelClosed {
+                channel: self.r.id,
+                reason: CloseReason::normal(Initiator::Client),
+            })
+    }
+
+    /// Queues a synchronous request; it goes out when the ones before it
+    /// are answered.
+    pub(crate) fn call(&mut self, method: Method, reply: Reply, out: &mut WriteQueue) {
+        if matches!(self.phase, Phase::Closing { .. }) {
+            return reply.fail(self.closed_error());
+        }
+        self.calls.push_back((method, reply));
+        self.send_next(out);
+    }
+
+    fn send_next(&mut self, out: &mut WriteQueue) {
+        if self.in_flight {
+            return;
+        }
+        let Some((method, _)) = self.calls.front() else {
+            return;
+        };
+        tracing::debug!(channel = self.r.id, method = method.name(), "request");
+        amqp_wire::encode_method(&mut out.buf, self.r.id, method);
+        if let Method::ConfirmSelect(_) = method {
+            // The broker numbers publishes from the select on.
+            self.confirms.get_or_insert_with(ConfirmTracker::new);
+        }
+        self.in_flight = true;
+    }
+
+    /// Sends a method that has no reply.
+    pub(crate) fn cast(&mut self, method: &Method, out: &mut WriteQueue) {
+        if self.is_open() {
+            amqp_wire::encode_method(&mut out.buf, self.r.id, method);
+        }
+    }
+
+    /// Starts closing the channel.
+    pub(crate) fn close(
+        &mut self,
+        reason: CloseReason,
+        reply: Option<oneshot::Sender<Result<()>>>,
+        out: &mut WriteQueue,
+    ) {
+        if let Phase::Closing { reply: waiting } = &mut self.phase {
+            // Already closing: answer when the first close is done.
+            if let (None, Some(reply)) = (waiting.as_ref(), reply) {
+                *waiting = Some(reply);
+            }
+            return;
+        }
+        amqp_wire::encode_method(
+            &mut out.buf,
+            self.r.id,
+            &ChannelClose {
+                reply_code: reason.code.0,
+                reply_text: truncate(&reason.text),
+                class_id: 0,
+                method_id: 0,
+            }
+            .into(),
+        );
+        self.fail(Error::ChannelClosed {
+            channel: self.r.id,
+            reason,
+        });
+        self.phase = Phase::Closing { reply };
+    }
+
+    /// Encodes a publish and registers it for a confirm.
+    pub(crate) fn publish(
+        &mut self,
+        command: PublishCommand,
+        frame_max: u32,
+        out: &mut WriteQueue,
+    ) {
+        let PublishCommand {
+            publish,
+            properties,
+            body,
+            confirm,
+            ..
+        } = command;
+        if let Err(error) = amqp_wire::check_publish_fits(&publish, &properties, frame_max) {
+            // Handles check this before sending; keep the frame stream valid.
+            tracing::error!(%error, "publish does not fit in frame_max");
+            if let Some(confirm) = confirm {
+                let _ = confirm.send(PublishOutcome::Indeterminate(error.into()));
+            }
+            return;
+        }
+        match &mut self.confirms {
+            Some(tracker) => {
+                let mandatory = publish
+                    .mandatory
+                    .then(|| (publish.exchange.clone(), publish.routing_key.clone()));
+                tracker.publish(mandatory, confirm);
+            }
+            None => {
+                if let Some(confirm) = confirm {
+                    let _ = confirm.send(PublishOutcome::NotConfirmed);
+                }
+            }
+        }
+        out.publish(self.r.id, &publish, &properties, &body, frame_max);
+    }
+
+    /// Every pending request, confirm and consumer ends with `error`.
+    pub(crate) fn fail(&mut self, error: Error) {
+        let _ = self.shared.closed.set(error.clone());
+        for (_, reply) in self.calls.drain(..) {
+            reply.fail(error.clone());
+        }
+        self.in_flight = false;
+        if let Some(tracker) = &mut self.confirms {
+            tracker.fail_all(&error);
+        }
+        for consumer in self.consumers.drain(..) {
+            consumer.sink.end(ConsumerEnd::Closed(error.clone()));
+        }
+        if let Some(Incoming {
+            kind: IncomingKind::Get(_, reply),
+            ..
+        }) = self.incoming.take()
+        {
+            let _ = reply.send(Err(error));
+        }
+    }
+
+    // ---- frames ---------------------------------------------------------
+
+    pub(crate) fn handle_frame(
+        &mut self,
+        frame: Frame,
+        out: &mut WriteQueue,
+        stall: &mut Option<Stall>,
+    ) -> Result<FrameOutcome> {
+        let closing = matches!(self.phase, Phase::Closing { .. });
+        match frame {
+            Frame::Method {
+                method: Method::ChannelClose(close),
+                ..
+            } => Ok(self.on_broker_close(close, out)),
+            Frame::Method {
+                method: Method::ChannelCloseOk(_),
+                ..
+            } if closing => {
+                if let Phase::Closing { reply: Some(reply) } =
+                    std::mem::replace(&mut self.phase, Phase::Opening)
+                {
+                    let _ = reply.send(Ok(()));
+                }
+                Ok(FrameOutcome {
+                    event: None,
+                    closed: true,
+                })
+            }
+            _ if closing => Ok(FrameOutcome::default()),
+            Frame::Method { method, .. } => self
+                .on_method(method, out)
+                .map(|()| FrameOutcome::default()),
+            Frame::Header { header, .. } => self.on_header(header, out, stall),
+            Frame::Body { payload, .. } => self.on_body(payload, out, stall),
+            other => Err(self.unexpected(frame_name(&other))),
+        }
+    }
+
+    fn unexpected(&self, got: &'static str) -> Error {
+        Error::UnexpectedFrame {
+            channel: self.r.id,
+            got,
+            state: match (&self.phase, &self.incoming) {
+                (Phase::Opening, _) => "opening the channel",
+                (_, Some(i)) if i.header.is_none() => "waiting for a content header",
+                (_, Some(_)) => "waiting for body frames",
+                (_, None) if self.in_flight => "waiting for a reply",
+                _ => "the channel is idle",
+            },
+        }
+    }
+
+    fn on_broker_close(&mut self, close: ChannelClose, out: &mut WriteQueue) -> FrameOutcome {
+        amqp_wire::encode_method(&mut out.buf, self.r.id, &ChannelCloseOk::default().into());
+        let reason = CloseReason {
+            code: ReplyCode(close.reply_code),
+            text: close.reply_text.to_string(),
+            class_id: close.class_id,
+            method_id: close.method_id,
+            initiator: Initiator::Broker,
+        };
+        tracing::info!(channel = self.r.id, %reason, "the broker closed a channel");
+        let error = Error::ChannelClosed {
+            channel: self.r.id,
+            reason,
+        };
+        self.fail(error.clone());
+        if let Phase::Closing { reply: Some(reply) } =
+            std::mem::replace(&mut self.phase, Phase::Opening)
+        {
+            let _ = reply.send(Ok(()));
+        }
+        FrameOutcome {
+            event: Some(ConnectionEvent::ChannelClosed {
+                channel: self.r.id,
+                error,
+            }),
+            closed: true,
+        }
+    }
+
+    fn on_method(&mut self, method: Method, out: &mut WriteQueue) -> Result<()> {
+        if self.incoming.is_some() {
+            return Err(self.unexpected(method.name()));
+        }
+        match method {
+            Method::BasicDeliver(deliver) => self.start_content(IncomingKind::Deliver(deliver)),
+            Method::BasicReturn(ret) => self.start_content(IncomingKind::Return(ret)),
+            Method::BasicAck(ack) => self.on_confirm(ack.delivery_tag, ack.multiple, false),
+            Method::BasicNack(nack) => self.on_confirm(nack.delivery_tag, nack.multiple, true),
+            Method::BasicCancel(cancel) => {
+                self.on_broker_cancel(&cancel, out);
+                Ok(())
+            }
+            Method::ChannelFlow(flow) => {
+                amqp_wire::encode_method(
+                    &mut out.buf,
+                    self.r.id,
+                    &ChannelFlowOk {
+                        active: flow.active,
+                    }
+                    .into(),
+                );
+                Ok(())
+            }
+            reply => self.on_reply(reply, out),
+        }
+    }
+
+    fn start_content(&mut self, kind: IncomingKind) -> Result<()> {
+        if !self.is_open() {
+            return Err(self.unexpected("content before channel.open-ok"));
+        }
+        self.incoming = Some(Incoming {
+            kind,
+            header: None,
+            body: None,
+        });
+        Ok(())
+    }
+
+    fn on_confirm(&mut self, tag: u64, multiple: bool, nack: bool) -> Result<()> {
+        match &mut self.confirms {
+            Some(tracker) => {
+                tracker.on_confirm(tag, multiple, nack);
+                Ok(())
+            }
+            None => Err(self.unexpected(if nack { "basic.nack" } else { "basic.ack" })),
+        }
+    }
+
+    fn on_broker_cancel(&mut self, cancel: &BasicCancel, out: &mut WriteQueue) {
+        tracing::info!(channel = self.r.id, consumer_tag = %cancel.consumer_tag, "the broker cancelled a consumer");
+        if let Some(index) = self
+            .consumers
+            .iter()
+            .position(|c| c.tag == cancel.consumer_tag)
+        {
+            let consumer = self.consumers.remove(index);
+            consumer.sink.end(ConsumerEnd::CancelledByBroker);
+        }
+        if !cancel.nowait {
+            let ok = BasicCancelOk {
+                consumer_tag: cancel.consumer_tag.clone(),
+            };
+            amqp_wire::encode_method(&mut out.buf, self.r.id, &ok.into());
+        }
+    }
+
+    fn on_reply(&mut self, method: Method, out: &mut WriteQueue) -> Result<()> {
+        let answers_head = self.in_flight
+            && self
+                .calls
+                .front()
+                .is_some_and(|(request, _)| is_reply_to(request, &method));
+        if !answers_head {
+            return Err(self.unexpected(method.name()));
+        }
+        let (_, reply) = self.calls.pop_front().expect("checked above");
+        self.in_flight = false;
+        tracing::debug!(channel = self.r.id, method = method.name(), "reply");
+        match (reply, method) {
+            (Reply::Open(reply), Method::ChannelOpenOk(_)) => {
+                self.phase = Phase::Open;
+                let _ = reply.send(Ok((self.r, self.shared.clone())));
+            }
+            (Reply::Consume { sink, reply }, Method::BasicConsumeOk(ok)) => {
+                self.consumers.push(Consumer {
+                    tag: ok.consumer_tag.clone(),
+                    sink,
+                    cancelling: false,
+                });
+                let _ = reply.send(Ok(ok.consumer_tag));
+            }
+            (Reply::Get(reply), Method::BasicGetEmpty(_)) => {
+                let _ = reply.send(Ok(None));
+            }
+            (Reply::Get(reply), Method::BasicGetOk(ok)) => {
+                self.incoming = Some(Incoming {
+                    kind: IncomingKind::Get(ok, reply),
+                    header: None,
+                    body: None,
+                });
+            }
+            (Reply::Method(reply), method) => {
+                match &method {
+                    Method::BasicCancelOk(ok) => {
+                        if let Some(index) =
+                            self.consumers.iter().position(|c| c.tag == ok.consumer_tag)
+                        {
+                            self.consumers
+                                .remove(index)
+                                .sink
+                                .end(ConsumerEnd::Cancelled);
+                        }
+                    }
+                    Method::ConfirmSelectOk(_) => {
+                        self.shared.confirm_mode.store(true, Ordering::Release)
+                    }
+                    _ => {}
+                }
+                let _ = reply.send(Ok(method));
+            }
+            (reply, method) => reply.fail(Error::UnexpectedFrame {
+                channel: self.r.id,
+                got: method.name(),
+                state: "waiting for a reply of another kind",
+            }),
+        }
+        self.send_next(out);
+        Ok(())
+    }
+
+    fn on_header(
+        &mut self,
+        header: Box<ContentHeader>,
+        out: &mut WriteQueue,
+        stall: &mut Option<Stall>,
+    ) -> Result<FrameOutcome> {
+        let max_body_size = self.max_body_size;
+        let Some(incoming) = self.incoming.as_mut().filter(|i| i.header.is_none()) else {
+            return Err(self.unexpected("content header"));
+        };
+        let body = BodyAssembler::new(header.body_size, max_body_size)?;
+        incoming.header = Some(header);
+        if body.is_complete() {
+            return Ok(self.complete(Bytes::new(), out, stall));
+        }
+        incoming.body = Some(body);
+        Ok(FrameOutcome::default())
+    }
+
+    fn on_body(
+        &mut self,
+        payload: Bytes,
+        out: &mut WriteQueue,
+        stall: &mut Option<Stall>,
+    ) -> Result<FrameOutcome> {
+        let Some(body) = self.incoming.as_mut().and_then(|i| i.body.as_mut()) else {
+            return Err(self.unexpected("body frame"));
+        };
+        match body.push(payload)? {
+            Some(body) => Ok(self.complete(body, out, stall)),
+            None => Ok(FrameOutcome::default()),
+        }
+    }
+
+    /// The whole message is here: hand it to whoever waits for it.
+    fn complete(
+        &mut self,
+        body: Bytes,
+        out: &mut WriteQueue,
+        stall: &mut Option<Stall>,
+    ) -> FrameOutcome {
+        let Incoming { kind, header, .. } = self.incoming.take().expect("content in progress");
+        let properties = Box::new(header.expect("header before body").properties);
+        match kind {
+            IncomingKind::Deliver(deliver) => {
+                let delivery = Delivery {
+                    delivery_tag: deliver.delivery_tag,
+                    redelivered: deliver.redelivered,
+                    exchange: deliver.exchange,
+                    routing_key: deliver.routing_key,
+                    consumer_tag: Some(deliver.consumer_tag),
+                    message_count: None,
+                    properties,
+                    body,
+                };
+                self.dispatch(delivery, out, stall);
+                FrameOutcome::default()
+            }
+            IncomingKind::Get(ok, reply) => {
+                let delivery = Delivery {
+                    delivery_tag: ok.delivery_tag,
+                    redelivered: ok.redelivered,
+                    exchange: ok.exchange,
+                    routing_key: ok.routing_key,
+                    consumer_tag: None,
+                    message_count: Some(ok.message_count),
+                    properties,
+                    body,
+                };
+                if let Err(Ok(Some(delivery))) = reply.send(Ok(Some(delivery))) {
+                    // The caller stopped waiting: put the message back.
+                    self.requeue(delivery.delivery_tag, out);
+                }
+                FrameOutcome::default()
+            }
+            IncomingKind::Return(ret) => {
+                let returned = Returned {
+                    reply_code: ReplyCode(ret.reply_code),
+                    reply_text: ret.reply_text,
+                    exchange: ret.exchange,
+                    routing_key: ret.routing_key,
+                    properties,
+                    body,
+                };
+                match &mut self.confirms {
+                    Some(tracker) => {
+                        tracker.on_return(returned);
+                        FrameOutcome::default()
+                    }
+                    None => FrameOutcome {
+                        event: Some(ConnectionEvent::Returned {
+                            channel: self.r.id,
+                            returned: Box::new(returned),
+                        }),
+                        closed: false,
+                    },
+                }
+            }
+        }
+    }
+
+    fn requeue(&self, delivery_tag: u64, out: &mut WriteQueue) {
+        let reject = BasicReject {
+            delivery_tag,
+            requeue: true,
+        };
+        amqp_wire::encode_method(&mut out.buf, self.r.id, &reject.into());
+    }
+
+    /// Hands a delivery to its consumer; a full buffer stalls reading.
+    fn dispatch(&mut self, delivery: Delivery, out: &mut WriteQueue, stall: &mut Option<Stall>) {
+        let tag = delivery
+            .consumer_tag
+            .as_ref()
+            .expect("deliveries have a consumer tag");
+        let Some(index) = self.consumers.iter().position(|c| c.tag == *tag) else {
+            tracing::warn!(channel = self.r.id, consumer_tag = %tag, "delivery for an unknown consumer dropped");
+            return;
+        };
+        let consumer = &mut self.consumers[index];
+        match consumer.sink.deliveries.try_send(delivery) {
+            Ok(()) => {}
+            Err(TrySendError::Full(delivery)) => {
+                *stall = Some(Stall {
+                    channel: self.r,
+                    sender: consumer.sink.deliveries.clone(),
+                    delivery,
+                });
+            }
+            Err(TrySendError::Closed(delivery)) => self.consumer_gone(delivery, out),
+        }
+    }
+
+    /// The application dropped the consumer of `delivery`: give the
+    /// message back (unless it needs no ack) and cancel the consumer once.
+    pub(crate) fn consumer_gone(&mut self, delivery: Delivery, out: &mut WriteQueue) {
+        let tag = delivery
+            .consumer_tag
+            .as_ref()
+            .expect("deliveries have a consumer tag");
+        let Some(consumer) = self.consumers.iter_mut().find(|c| c.tag == *tag) else {
+            return;
+        };
+        let no_ack = consumer.sink.no_ack;
+        let cancel = !std::mem::replace(&mut consumer.cancelling, true);
+        let tag = consumer.tag.clone();
+        if !no_ack {
+            self.requeue(delivery.delivery_tag, out);
+        }
+        if cancel {
+            let (reply, _) = oneshot::channel();
+            let cancel = BasicCancel {
+                consumer_tag: tag,
+                nowait: false,
+            };
+            self.call(cancel.into(), Reply::Method(reply), out);
+        }
+    }
+}

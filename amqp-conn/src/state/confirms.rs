@@ -1,0 +1,238 @@
+//! Publisher confirms: sequence numbers per channel, single and multiple
+//! acks and nacks, and returns matched to their publish.
+//!
+//! RabbitMQ numbers the publishes of a channel in confirm mode from 1 and
+//! answers each with `basic.ack` or `basic.nack` (possibly `multiple`,
+//! covering every earlier one). A mandatory message that cannot be routed
+//! comes back as `basic.return` *before* the ack that covers it; returns
+//! carry no sequence number, so a return is matched to the earliest
+//! unconfirmed mandatory publish with the same exchange and routing key
+//! when the next ack covering it arrives.
+
+use std::collections::VecDeque;
+
+use amqp_wire::ShortString;
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::message::{PublishOutcome, Returned};
+
+/// One publish waiting for its confirm.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    /// Exchange and routing key of a mandatory publish, to match returns.
+    mandatory: Option<(ShortString, ShortString)>,
+    reply: Option<oneshot::Sender<PublishOutcome>>,
+}
+
+/// The confirm state of one channel.
+#[derive(Debug, Default)]
+pub(crate) struct ConfirmTracker {
+    next_seq: u64,
+    /// Unconfirmed publishes in sequence order.
+    pending: VecDeque<Pending>,
+    /// Returns waiting for the ack of their publish.
+    returns: VecDeque<Returned>,
+}
+
+fn resolve(reply: Option<oneshot::Sender<PublishOutcome>>, outcome: PublishOutcome) {
+    if let Some(reply) = reply {
+        // The publisher may have stopped waiting; that is its choice.
+        let _ = reply.send(outcome);
+    }
+}
+
+impl ConfirmTracker {
+    pub(crate) fn new() -> Self {
+        ConfirmTracker {
+            next_seq: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Number of unconfirmed publishes.
+    #[cfg(test)]
+    pub(crate) fn unconfirmed(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Records a publish; returns its sequence number.
+    pub(crate) fn publish(
+        &mut self,
+        mandatory: Option<(ShortString, ShortString)>,
+        reply: Option<oneshot::Sender<PublishOutcome>>,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_back(Pending {
+            seq,
+            mandatory,
+            reply,
+        });
+        seq
+    }
+
+    /// Holds a return until the ack for its publish arrives.
+    pub(crate) fn on_return(&mut self, returned: Returned) {
+        self.returns.push_back(returned);
+    }
+
+    /// Handles `basic.ack` (`nack == false`) or `basic.nack`.
+    pub(crate) fn on_confirm(&mut self, tag: u64, multiple: bool, nack: bool) {
+        let confirmed: Vec<Pending> = if multiple {
+            let end = self.pending.partition_point(|p| p.seq <= tag);
+            self.pending.drain(..end).collect()
+        } else {
+            match self.pending.binary_search_by_key(&tag, |p| p.seq) {
+                Ok(index) => self.pending.remove(index).into_iter().collect(),
+                // An unknown or repeated tag: nothing waits for it.
+                Err(_) => Vec::new(),
+            }
+        };
+        for pending in confirmed {
+            let outcome = match (nack, self.take_return_for(&pending)) {
+                (false, Some(returned)) => PublishOutcome::Returned(Box::new(returned)),
+                (false, None) => PublishOutcome::Ack,
+                (true, _) => PublishOutcome::Nack,
+            };
+            resolve(pending.reply, outcome);
+        }
+    }
+
+    fn take_return_for(&mut self, pending: &Pending) -> Option<Returned> {
+        let (exchange, routing_key) = pending.mandatory.as_ref()?;
+        let index = self
+            .returns
+            .iter()
+            .position(|r| r.exchange == *exchange && r.routing_key == *routing_key)?;
+        self.returns.remove(index)
+    }
+
+    /// The channel or connection closed: every unconfirmed publish ends
+    /// as indeterminate.
+    pub(crate) fn fail_all(&mut self, error: &Error) {
+        for pending in self.pending.drain(..) {
+            resolve(pending.reply, PublishOutcome::Indeterminate(error.clone()));
+        }
+        self.returns.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::CloseReason;
+    use amqp_wire::{BasicProperties, ReplyCode};
+    use bytes::Bytes;
+
+    fn s(text: &'static str) -> ShortString {
+        ShortString::from_static(text)
+    }
+
+    fn publish(t: &mut ConfirmTracker, mandatory: bool) -> oneshot::Receiver<PublishOutcome> {
+        let (tx, rx) = oneshot::channel();
+        t.publish(mandatory.then(|| (s("ex"), s("rk"))), Some(tx));
+        rx
+    }
+
+    fn outcome(rx: &mut oneshot::Receiver<PublishOutcome>) -> Option<&'static str> {
+        rx.try_recv().ok().map(|o| match o {
+            PublishOutcome::Ack => "ack",
+            PublishOutcome::Nack => "nack",
+            PublishOutcome::Returned(_) => "returned",
+            PublishOutcome::Indeterminate(_) => "indeterminate",
+            PublishOutcome::NotConfirmed => "not confirmed",
+        })
+    }
+
+    fn returned() -> Returned {
+        Returned {
+            reply_code: ReplyCode::NO_ROUTE,
+            reply_text: s("NO_ROUTE"),
+            exchange: s("ex"),
+            routing_key: s("rk"),
+            properties: Box::new(BasicProperties::default()),
+            body: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn single_acks_resolve_their_publish_only() {
+        let mut t = ConfirmTracker::new();
+        let mut a = publish(&mut t, false);
+        let mut b = publish(&mut t, false);
+        t.on_confirm(2, false, false);
+        assert_eq!(outcome(&mut b), Some("ack"));
+        assert_eq!(outcome(&mut a), None);
+        assert_eq!(t.unconfirmed(), 1);
+    }
+
+    #[test]
+    fn multiple_acks_resolve_everything_up_to_the_tag() {
+        let mut t = ConfirmTracker::new();
+        let mut rx: Vec<_> = (0..5).map(|_| publish(&mut t, false)).collect();
+        t.on_confirm(3, true, false);
+        let got: Vec<_> = rx.iter_mut().map(outcome).collect();
+        assert_eq!(got, [Some("ack"), Some("ack"), Some("ack"), None, None]);
+        t.on_confirm(5, true, true);
+        assert_eq!(outcome(&mut rx[3]), Some("nack"));
+        assert_eq!(outcome(&mut rx[4]), Some("nack"));
+        assert_eq!(t.unconfirmed(), 0);
+    }
+
+    #[test]
+    fn out_of_order_single_confirms() {
+        let mut t = ConfirmTracker::new();
+        let mut rx: Vec<_> = (0..4).map(|_| publish(&mut t, false)).collect();
+        t.on_confirm(3, false, true);
+        t.on_confirm(1, false, false);
+        t.on_confirm(4, false, false);
+        let got: Vec<_> = rx.iter_mut().map(outcome).collect();
+        assert_eq!(got, [Some("ack"), None, Some("nack"), Some("ack")]);
+        // A multiple ack over the rest, and a repeated tag, are harmless.
+        t.on_confirm(4, true, false);
+        t.on_confirm(4, false, false);
+        assert_eq!(outcome(&mut rx[1]), Some("ack"));
+    }
+
+    #[test]
+    fn a_return_before_the_ack_makes_the_outcome_returned() {
+        let mut t = ConfirmTracker::new();
+        let mut routed = publish(&mut t, true);
+        let mut unroutable = publish(&mut t, true);
+        t.on_confirm(1, false, false);
+        assert_eq!(outcome(&mut routed), Some("ack"));
+        t.on_return(returned());
+        t.on_confirm(2, false, false);
+        assert_eq!(outcome(&mut unroutable), Some("returned"));
+    }
+
+    #[test]
+    fn a_return_is_matched_to_the_first_mandatory_publish_with_its_key() {
+        let mut t = ConfirmTracker::new();
+        let mut plain = publish(&mut t, false);
+        let mut mandatory = publish(&mut t, true);
+        t.on_return(returned());
+        t.on_confirm(2, true, false);
+        assert_eq!(outcome(&mut plain), Some("ack"));
+        assert_eq!(outcome(&mut mandatory), Some("returned"));
+    }
+
+    #[test]
+    fn closing_makes_every_unconfirmed_publish_indeterminate() {
+        let mut t = ConfirmTracker::new();
+        let mut rx: Vec<_> = (0..3).map(|_| publish(&mut t, false)).collect();
+        t.on_confirm(1, false, false);
+        t.fail_all(&Error::ConnectionClosed(CloseReason::library(
+            ReplyCode::CONNECTION_FORCED,
+            "gone",
+        )));
+        let got: Vec<_> = rx.iter_mut().map(outcome).collect();
+        assert_eq!(
+            got,
+            [Some("ack"), Some("indeterminate"), Some("indeterminate")]
+        );
+        assert_eq!(t.unconfirmed(), 0);
+    }
+}

@@ -1,0 +1,518 @@
+//! The connection's protocol state, without I/O: frames and commands in,
+//! frames out (into [`WriteQueue`]), replies to the waiting handles.
+//!
+//! The driver (`crate::driver`) owns one of these with the socket and
+//! feeds it; unit tests feed it directly with paused time.
+
+mod channel;
+mod channel_ids;
+mod confirms;
+mod heartbeat;
+mod write_queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_wire::{
+    ChannelOpen, ConnectionClose, ConnectionCloseOk, Frame, Method, ReplyCode, ShortString,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::command::{ChannelRef, ChannelShared, Command, PublishCommand, Reply};
+use crate::error::{CloseReason, Error, Initiator, Result};
+use crate::events::ConnectionEvent;
+use crate::message::{Delivery, PublishOutcome};
+use crate::tuning::Tuning;
+
+pub(crate) use channel::ChannelState;
+use channel_ids::ChannelIds;
+pub(crate) use confirms::ConfirmTracker;
+pub(crate) use heartbeat::{Heartbeat, HeartbeatAction};
+pub(crate) use write_queue::WriteQueue;
+
+/// Bodies at least this large are written from the caller's buffer
+/// (vectored write) instead of being copied into the write buffer.
+pub(crate) const LARGE_BODY: usize = 64 * 1024;
+
+/// How long we wait for `connection.close-ok` after sending a close.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A delivery that did not fit in its consumer's buffer: reading stops
+/// until the consumer makes room.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    pub(crate) channel: ChannelRef,
+    pub(crate) sender: mpsc::Sender<Delivery>,
+    pub(crate) delivery: Delivery,
+}
+
+/// Where the connection is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    Open,
+    /// We sent `connection.close`; waiting for close-ok until `deadline`.
+    Closing {
+        error: Error,
+        deadline: Instant,
+    },
+    /// Done: the driver flushes what is queued and exits with `error`.
+    Closed {
+        error: Error,
+    },
+}
+
+/// The protocol state of one open connection.
+pub(crate) struct ConnectionState {
+    pub(crate) tuning: Tuning,
+    max_body_size: u64,
+    ids: ChannelIds,
+    channels: Vec<Option<ChannelState>>,
+    next_generation: u64,
+    pub(crate) out: WriteQueue,
+    events: broadcast::Sender<ConnectionEvent>,
+    pub(crate) blocked: bool,
+    pub(crate) heartbeat: Option<Heartbeat>,
+    pub(crate) phase: Phase,
+    pub(crate) stall: Option<Stall>,
+    close_waiters: Vec<oneshot::Sender<Result<()>>>,
+}
+
+impl ConnectionState {
+    pub(crate) fn new(
+        tuning: Tuning,
+        max_body_size: u64,
+        events: broadcast::Sender<ConnectionEvent>,
+        now: Instant,
+    ) -> Self {
+        ConnectionState {
+            tuning,
+            max_body_size,
+            ids: ChannelIds::new(tuning.channel_max),
+            channels: (0..=tuning.channel_max).map(|_| None).collect(),
+            next_generation: 1,
+            out: WriteQueue::new(),
+            events,
+            blocked: false,
+            heartbeat: tuning.heartbeat_interval().map(|i| Heartbeat::new(i, now)),
+            phase: Phase::Open,
+            stall: None,
+            close_waiters: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    fn emit(&self, event: ConnectionEvent) {
+        // No subscribers is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// The error for a request to a channel that is gone.
+    fn channel_gone(&self, r: ChannelRef) -> Error {
+        match &self.phase {
+            Phase::Open => Error::ChannelClosed {
+                channel: r.id,
+                reason: CloseReason::library(ReplyCode::CHANNEL_ERROR, "the channel is closed"),
+            },
+            Phase::Closing { error, .. } | Phase::Closed { error } => error.clone(),
+        }
+    }
+
+    // ---- commands -------------------------------------------------------
+
+    /// Handles a request from a handle.
+    pub(crate) fn handle_command(&mut self, command: Command, now: Instant) {
+        if !self.is_open() {
+            let error = self.channel_gone(ChannelRef {
+                id: 0,
+                generation: 0,
+            });
+            return match command {
+                Command::OpenChannel { reply, .. } => {
+                    let _ = reply.send(Err(error));
+                }
+                Command::Call { reply, .. } => reply.fail(error),
+                Command::CloseChannel {
+                    reply: Some(reply), ..
+                } => {
+                    let _ = reply.send(Ok(()));
+                }
+                Command::CloseConnection {
+                    reply: Some(reply), ..
+                } => match &self.phase {
+                    Phase::Closing { .. } => self.close_waiters.push(reply),
+                    _ => {
+                        let _ = reply.send(Ok(()));
+                    }
+                },
+                Command::Cast { .. }
+                | Command::CloseChannel { .. }
+                | Command::CloseConnection { .. } => {}
+            };
+        }
+        match command {
+            Command::OpenChannel { id, reply } => self.open_channel(id, reply),
+            Command::Call {
+                channel,
+                method,
+                reply,
+            } => match find(&mut self.channels, channel) {
+                Some(ch) => ch.call(method, reply, &mut self.out),
+                None => reply.fail(self.channel_gone(channel)),
+            },
+            Command::Cast { channel, method } => {
+                if let Some(ch) = find(&mut self.channels, channel) {
+                    ch.cast(&method, &mut self.out);
+                }
+            }
+            Command::CloseChannel { channel, reply } => match find(&mut self.channels, channel) {
+                Some(ch) => ch.close(CloseReason::normal(Initiator::Client), reply, &mut self.out),
+                None => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            },
+            Command::CloseConnection { code, text, reply } => {
+                let reason = CloseReason {
+                    code: ReplyCode(code),
+                    text,
+                    class_id: 0,
+                    method_id: 0,
+                    initiator: Initiator::Client,
+                };
+                if let Some(reply) = reply {
+                    self.close_waiters.push(reply);
+                }
+                self.close(Error::ConnectionClosed(reason), now);
+            }
+        }
+    }
+
+    fn open_channel(
+        &mut self,
+        id: Option<u16>,
+        reply: oneshot::Sender<Result<(ChannelRef, Arc<ChannelShared>)>>,
+    ) {
+        let channel_max = self.ids.channel_max();
+        let id = match id {
+            Some(id) if self.ids.take(id) => id,
+            Some(channel) => {
+                let _ = reply.send(Err(Error::ChannelUnavailable {
+                    channel,
+                    channel_max,
+                }));
+                return;
+            }
+            None => match self.ids.allocate() {
+                Some(id) => id,
+                None => {
+                    let _ = reply.send(Err(Error::ChannelLimitReached { channel_max }));
+                    return;
+                }
+            },
+        };
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let mut channel = ChannelState::new(ChannelRef { id, generation }, self.max_body_size);
+        channel.call(
+            ChannelOpen::default().into(),
+            Reply::Open(reply),
+            &mut self.out,
+        );
+        self.channels[usize::from(id)] = Some(channel);
+    }
+
+    /// Encodes a publish.
+    pub(crate) fn handle_publish(&mut self, command: PublishCommand) {
+        let frame_max = self.tuning.frame_max;
+        let error = match find(&mut self.channels, command.channel) {
+            Some(ch) if ch.is_open() => {
+                ch.publish(command, frame_max, &mut self.out);
+                return;
+            }
+            _ => self.channel_gone(command.channel),
+        };
+        if let Some(confirm) = command.confirm {
+            let _ = confirm.send(PublishOutcome::Indeterminate(error));
+        }
+    }
+
+    // ---- frames -------------------------------------------------------
+
+    /// Handles a frame from the broker. An error is fatal: the connection
+    /// has been told to close (see [`ConnectionState::fail`]).
+    pub(crate) fn handle_frame(&mut self, frame: Frame, now: Instant) {
+        if let Some(hb) = &mut self.heartbeat {
+            hb.on_read(now);
+        }
+        let result = match frame {
+            Frame::Heartbeat => Ok(()),
+            Frame::Method { channel: 0, method } => self.connection_method(method, now),
+            Frame::ProtocolHeader(_) => Err(Error::UnexpectedFrame {
+                channel: 0,
+                got: "protocol header",
+                state: "the connection is open",
+            }),
+            frame => self.channel_frame(frame),
+        };
+        if let Err(error) = result {
+            self.fail(error, now);
+        }
+    }
+
+    fn connection_method(&mut self, method: Method, now: Instant) -> Result<()> {
+        match method {
+            Method::ConnectionClose(close) => {
+                amqp_wire::encode_method(
+                    &mut self.out.buf,
+                    0,
+                    &ConnectionCloseOk::default().into(),
+                );
+                let reason = CloseReason {
+                    code: ReplyCode(close.reply_code),
+                    text: close.reply_text.to_string(),
+                    class_id: close.class_id,
+                    method_id: close.method_id,
+                    initiator: Initiator::Broker,
+                };
+                tracing::warn!(%reason, "the broker closed the connection");
+                self.finish(Error::ConnectionClosed(reason));
+                Ok(())
+            }
+            Method::ConnectionCloseOk(_) => {
+                match std::mem::replace(&mut self.phase, Phase::Open) {
+                    Phase::Closing { error, .. } => self.finish(error),
+                    other => {
+                        self.phase = other;
+                        return Err(Error::UnexpectedFrame {
+                            channel: 0,
+                            got: "connection.close-ok",
+                            state: "the connection is open (we sent no close)",
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Method::ConnectionBlocked(blocked) => {
+                tracing::info!(reason = %blocked.reason, "the broker blocked the connection");
+                self.blocked = true;
+                self.emit(ConnectionEvent::Blocked {
+                    reason: blocked.reason.to_string(),
+                });
+                Ok(())
+            }
+            Method::ConnectionUnblocked(_) => {
+                tracing::info!("the broker unblocked the connection");
+                self.blocked = false;
+                if let Some(hb) = &mut self.heartbeat {
+                    hb.on_read(now);
+                }
+                self.emit(ConnectionEvent::Unblocked);
+                Ok(())
+            }
+            _ if !self.is_open() => Ok(()),
+            other => Err(Error::UnexpectedFrame {
+                channel: 0,
+                got: other.name(),
+                state: "the connection is open",
+            }),
+        }
+    }
+
+    fn channel_frame(&mut self, frame: Frame) -> Result<()> {
+        let id = frame.channel();
+        let Some(Some(channel)) = self.channels.get_mut(usize::from(id)) else {
+            if !self.is_open() {
+                return Ok(());
+            }
+            return Err(Error::UnexpectedFrame {
+                channel: id,
+                got: frame_name(&frame),
+                state: "the channel is not open",
+            });
+        };
+        let outcome = channel.handle_frame(frame, &mut self.out, &mut self.stall)?;
+        if let Some(event) = outcome.event {
+            self.emit(event);
+        }
+        if outcome.closed {
+            self.channels[usize::from(id)] = None;
+            self.ids.release(id);
+        }
+        Ok(())
+    }
+
+    // ---- timers -------------------------------------------------------
+
+    /// When [`ConnectionState::handle_timeout`] should be called next.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Closing { deadline, .. } => Some(*deadline),
+            Phase::Closed { .. } => None,
+            Phase::Open => self.heartbeat.as_ref().map(Heartbeat::deadline),
+        }
+    }
+
+    /// Sends heartbeats, detects a dead peer, ends a close that got no
+    /// answer.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, reads_paused: bool) {
+        match &self.phase {
+            Phase::Closing { deadline, error } if now >= *deadline => {
+                let error = error.clone();
+                self.finish(error);
+            }
+            Phase::Open => {
+                let Some(hb) = &mut self.heartbeat else {
+                    return;
+                };
+                match hb.poll(now, reads_paused || self.blocked) {
+                    HeartbeatAction::Idle => {}
+                    HeartbeatAction::Send => {
+                        tracing::trace!("sending heartbeat");
+                        Frame::Heartbeat.encode(&mut self.out.buf);
+                    }
+                    HeartbeatAction::Dead { silent_for } => {
+                        let interval = hb.interval();
+                        tracing::warn!(?silent_for, "missed heartbeats: the broker is unreachable");
+                        // Nobody is listening: do not wait for a close-ok.
+                        self.fail_all(&Error::HeartbeatTimeout {
+                            interval,
+                            silent_for,
+                        });
+                        self.finish(Error::HeartbeatTimeout {
+                            interval,
+                            silent_for,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records that bytes were written to the socket.
+    pub(crate) fn on_write(&mut self, now: Instant) {
+        if let Some(hb) = &mut self.heartbeat {
+            hb.on_write(now);
+        }
+    }
+
+    // ---- closing ------------------------------------------------------
+
+    /// Starts closing with `error`: sends `connection.close` with the
+    /// matching code, fails everything pending, waits for close-ok.
+    pub(crate) fn close(&mut self, error: Error, now: Instant) {
+        if !self.is_open() {
+            return;
+        }
+        let (code, text, class_id, method_id) = match &error {
+            Error::ConnectionClosed(reason) => (
+                reason.code,
+                reason.text.clone(),
+                reason.class_id,
+                reason.method_id,
+            ),
+            Error::Decode(e) => (e.reply_code(), e.to_string(), 0, 0),
+            Error::UnexpectedFrame { .. } => (ReplyCode::UNEXPECTED_FRAME, error.to_string(), 0, 0),
+            other => (ReplyCode::INTERNAL_ERROR, other.to_string(), 0, 0),
+        };
+        let text = truncate(&text);
+        amqp_wire::encode_method(
+            &mut self.out.buf,
+            0,
+            &ConnectionClose {
+                reply_code: code.0,
+                reply_text: text,
+                class_id,
+                method_id,
+            }
+            .into(),
+        );
+        self.fail_all(&error);
+        self.phase = Phase::Closing {
+            error,
+            deadline: now + CLOSE_TIMEOUT,
+        };
+    }
+
+    /// A protocol failure detected here: close with the matching code.
+    pub(crate) fn fail(&mut self, error: Error, now: Instant) {
+        tracing::error!(%error, "closing the connection after a protocol error");
+        self.close(error, now);
+    }
+
+    /// The connection is over: fail what is left and answer close waiters.
+    pub(crate) fn finish(&mut self, error: Error) {
+        self.fail_all(&error);
+        let normal =
+            matches!(&error, Error::ConnectionClosed(r) if r.initiator == Initiator::Client);
+        for waiter in self.close_waiters.drain(..) {
+            let _ = waiter.send(if normal { Ok(()) } else { Err(error.clone()) });
+        }
+        self.emit(ConnectionEvent::Closed(error.clone()));
+        self.phase = Phase::Closed { error };
+    }
+
+    /// Every channel fails with `error`: pending replies, confirms and
+    /// consumers all resolve.
+    pub(crate) fn fail_all(&mut self, error: &Error) {
+        for slot in self.channels.iter_mut() {
+            if let Some(mut channel) = slot.take() {
+                channel.fail(error.clone());
+            }
+        }
+        if let Some(stall) = self.stall.take() {
+            drop(stall);
+        }
+    }
+
+    /// The consumer of a stalled delivery went away while reading was
+    /// paused for it: give the message back.
+    pub(crate) fn consumer_gone(&mut self, channel: ChannelRef, delivery: Delivery) {
+        if let Some(channel) = find(&mut self.channels, channel) {
+            channel.consumer_gone(delivery, &mut self.out);
+        }
+    }
+
+    /// The driver is done with the socket: make sure nothing waits.
+    pub(crate) fn shutdown(&mut self, error: Error) {
+        if !matches!(self.phase, Phase::Closed { .. }) {
+            self.finish(error);
+        }
+    }
+}
+
+/// The channel `r` names, if it is still the same opening of that number.
+fn find(channels: &mut [Option<ChannelState>], r: ChannelRef) -> Option<&mut ChannelState> {
+    channels
+        .get_mut(usize::from(r.id))?
+        .as_mut()
+        .filter(|c| c.generation == r.generation)
+}
+
+/// A short string of at most 255 bytes from `text`, cut at a character
+/// boundary.
+pub(crate) fn truncate(text: &str) -> ShortString {
+    let mut end = text.len().min(ShortString::MAX_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    ShortString::try_from(&text[..end]).unwrap_or_default()
+}
+
+pub(crate) fn frame_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Method { method, .. } => method.name(),
+        Frame::Header { .. } => "content header",
+        Frame::Body { .. } => "body frame",
+        Frame::Heartbeat => "heartbeat",
+        Frame::ProtocolHeader(_) => "protocol header",
+    }
+}
+
+#[cfg(test)]
+mod tests;

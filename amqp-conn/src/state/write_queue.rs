@@ -1,0 +1,195 @@
+//! Bytes waiting to be written: small frames are encoded into one buffer
+//! so many of them go out in one write; large bodies are queued as slices
+//! of the caller's buffer and written vectored, never copied.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use amqp_wire::{BasicProperties, BasicPublish};
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::LARGE_BODY;
+
+/// Capacity the encode buffer starts with and shrinks back to.
+const BUFFER_CAPACITY: usize = 64 * 1024;
+
+/// Segments and the tail buffer, in wire order: every segment comes
+/// before `buf`.
+#[derive(Debug)]
+pub(crate) struct WriteQueue {
+    /// Where frames are encoded.
+    pub(crate) buf: BytesMut,
+    segments: VecDeque<Bytes>,
+    segment_bytes: usize,
+    scratch: Vec<Bytes>,
+}
+
+impl WriteQueue {
+    pub(crate) fn new() -> Self {
+        WriteQueue {
+            buf: BytesMut::with_capacity(BUFFER_CAPACITY),
+            segments: VecDeque::new(),
+            segment_bytes: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Bytes waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.segment_bytes + self.buf.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues a publish: copied into the buffer when small, by reference
+    /// to `body` when large.
+    pub(crate) fn publish(
+        &mut self,
+        channel: u16,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: &Bytes,
+        frame_max: u32,
+    ) {
+        if body.len() < LARGE_BODY {
+            let len = amqp_wire::publish_len(publish, properties, body.len(), frame_max);
+            self.buf.reserve(len);
+            amqp_wire::encode_publish_into(
+                &mut self.buf,
+                channel,
+                publish,
+                properties,
+                body,
+                frame_max,
+            );
+            return;
+        }
+        self.seal();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let fits = amqp_wire::encode_publish_segments(
+            &mut self.buf,
+            channel,
+            publish,
+            properties,
+            body,
+            frame_max,
+            &mut scratch,
+        );
+        debug_assert!(fits.is_ok(), "checked by the channel");
+        for segment in scratch.drain(..) {
+            self.segment_bytes += segment.len();
+            self.segments.push_back(segment);
+        }
+        self.scratch = scratch;
+    }
+
+    /// Moves what is in the buffer to the segment queue, keeping order
+    /// when a segment is queued after it.
+    fn seal(&mut self) {
+        if !self.buf.is_empty() {
+            let bytes = self.buf.split().freeze();
+            self.segment_bytes += bytes.len();
+            self.segments.push_back(bytes);
+        }
+    }
+
+    /// True when a plain write of [`WriteQueue::chunk`] covers everything.
+    pub(crate) fn is_contiguous(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The buffer, when there are no segments.
+    pub(crate) fn chunk(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Fills `slices` for a vectored write; returns how many were set.
+    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for segment in &self.segments {
+            if n == slices.len() {
+                break;
+            }
+            if !segment.is_empty() {
+                slices[n] = IoSlice::new(segment);
+                n += 1;
+            }
+        }
+        if n < slices.len() && !self.buf.is_empty() {
+            slices[n] = IoSlice::new(&self.buf);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops `n` written bytes from the front.
+    pub(crate) fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                break;
+            };
+            let take = n.min(front.len());
+            front.advance(take);
+            self.segment_bytes -= take;
+            n -= take;
+            if front.is_empty() {
+                self.segments.pop_front();
+            }
+        }
+        self.buf.advance(n);
+        if self.buf.is_empty() && self.buf.capacity() > 4 * BUFFER_CAPACITY {
+            // Give back the memory a burst needed.
+            self.buf = BytesMut::with_capacity(BUFFER_CAPACITY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amqp_wire::ShortString;
+
+    fn drain(queue: &mut WriteQueue) -> Vec<u8> {
+        let mut written = Vec::new();
+        while !queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let n = queue.io_slices(&mut slices);
+            // Write only part of the first slice each time.
+            let part = slices[..n].iter().map(|s| s.len()).sum::<usize>().min(1000);
+            let mut left = part;
+            for s in &slices[..n] {
+                let take = left.min(s.len());
+                written.extend_from_slice(&s[..take]);
+                left -= take;
+            }
+            queue.advance(part);
+        }
+        written
+    }
+
+    #[test]
+    fn large_bodies_are_queued_by_reference_in_order() {
+        let publish = BasicPublish {
+            routing_key: ShortString::from_static("q"),
+            ..Default::default()
+        };
+        let props = BasicProperties::default();
+        let small = Bytes::from_static(b"small");
+        let large = Bytes::from(vec![7u8; 200_000]);
+        let mut queue = WriteQueue::new();
+        queue.publish(1, &publish, &props, &small, 131_072);
+        queue.publish(1, &publish, &props, &large, 131_072);
+        queue.publish(1, &publish, &props, &small, 131_072);
+        assert!(!queue.is_contiguous());
+
+        let mut expected = BytesMut::new();
+        for body in [&small, &large, &small] {
+            amqp_wire::encode_publish(&mut expected, 1, &publish, &props, body, 131_072).unwrap();
+        }
+        assert_eq!(queue.len(), expected.len());
+        assert_eq!(drain(&mut queue), expected.to_vec());
+        assert!(queue.is_empty());
+    }
+}
