@@ -388,6 +388,7 @@ mod tests {
         let mut out = BytesMut::new();
         let mut hs = Handshake::start(&config, &mut out);
         hs.handle(start_frame(), &mut out).unwrap();
+        frames(&mut out);
         let close = method(ConnectionClose {
             reply_code: 403,
             reply_text: ShortString::from_static("ACCESS_REFUSED - Login was refused"),
