@@ -4,7 +4,9 @@
 //! (the size in MiB; the broker is `AMQP_URL` or the local one).
 
 use amqp_conn::{Connection, ConnectionConfig, PublishOutcome};
-use amqp_wire::{BasicConsume, BasicProperties, BasicPublish, QueueDeclare, QueueDelete, ShortString};
+use amqp_wire::{
+    BasicConsume, BasicProperties, BasicPublish, QueueDeclare, QueueDelete, ShortString,
+};
 use bytes::Bytes;
 
 /// Peak and current resident memory in MiB, from /proc/self/status.
@@ -28,27 +30,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let connection = Connection::open(ConnectionConfig::from_url(&url)?).await?;
     let channel = connection.open_channel().await?;
     let queue = ShortString::try_from(format!("pika-large-message-{}", std::process::id()))?;
-    channel.call(QueueDeclare { queue: queue.clone(), ..Default::default() }).await?;
+    channel
+        .call(QueueDeclare {
+            queue: queue.clone(),
+            ..Default::default()
+        })
+        .await?;
     let (peak, rss) = memory();
     println!("before: peak {peak:.1} MiB, rss {rss:.1} MiB");
 
     let body = Bytes::from(vec![0xA5u8; mib << 20]);
     channel.confirm_select().await?;
-    let publish = BasicPublish { routing_key: queue.clone(), ..Default::default() };
-    let confirm = channel.publish(publish, BasicProperties::default(), body.clone()).await?;
+    let publish = BasicPublish {
+        routing_key: queue.clone(),
+        ..Default::default()
+    };
+    let confirm = channel
+        .publish(publish, BasicProperties::default(), body.clone())
+        .await?;
     assert!(matches!(confirm.await, PublishOutcome::Ack));
     drop(body);
     let (peak, rss) = memory();
     println!("after publishing {mib} MiB: peak {peak:.1} MiB, rss {rss:.1} MiB");
 
-    let mut consumer = channel.consume(BasicConsume { queue: queue.clone(), no_ack: true, ..Default::default() }, 1).await?;
+    let mut consumer = channel
+        .consume(
+            BasicConsume {
+                queue: queue.clone(),
+                no_ack: true,
+                ..Default::default()
+            },
+            1,
+        )
+        .await?;
     let delivery = consumer.recv().await.ok_or("consumer ended")?;
     assert_eq!(delivery.body.len(), mib << 20);
     let (peak, rss) = memory();
     println!("after consuming {mib} MiB: peak {peak:.1} MiB, rss {rss:.1} MiB");
     drop(delivery);
     drop(consumer);
-    channel.call(QueueDelete { queue, ..Default::default() }).await?;
+    channel
+        .call(QueueDelete {
+            queue,
+            ..Default::default()
+        })
+        .await?;
     connection.close().await?;
     Ok(())
 }

@@ -151,6 +151,18 @@ impl Channel {
         rx.await.map_err(|_| self.inner.closed_error())?
     }
 
+    /// Queues a synchronous method without waiting for its reply (which
+    /// is discarded); requests on the channel stay in order. For drops,
+    /// which cannot wait.
+    pub fn call_detached(&self, method: impl Into<Method>) -> Result<()> {
+        let (reply, _) = oneshot::channel();
+        self.inner.send(Command::Call {
+            channel: self.inner.r,
+            method: method.into(),
+            reply: Reply::Method(reply),
+        })
+    }
+
     /// Sends a method that has no reply.
     pub fn cast(&self, method: impl Into<Method>) -> Result<()> {
         self.inner.cast(method.into())

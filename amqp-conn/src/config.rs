@@ -55,8 +55,8 @@ impl Credentials {
         }
     }
 
-    /// The password (for the SASL response only).
-    pub(crate) fn password(&self) -> &str {
+    /// The password.
+    pub fn password(&self) -> &str {
         &self.password
     }
 }

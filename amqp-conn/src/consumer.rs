@@ -7,7 +7,7 @@ use amqp_wire::{BasicCancel, ShortString};
 use tokio::sync::mpsc;
 
 use crate::channel::Channel;
-use crate::command::{Command, ConsumerEnd, Reply};
+use crate::command::ConsumerEnd;
 use crate::error::Result;
 use crate::message::Delivery;
 
@@ -93,15 +93,9 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.rx.close();
         if self.end.get().is_none() {
-            let (reply, _) = tokio::sync::oneshot::channel();
-            let _ = self.channel.inner.send(Command::Call {
-                channel: self.channel.inner.r,
-                method: BasicCancel {
-                    consumer_tag: self.tag.clone(),
-                    nowait: false,
-                }
-                .into(),
-                reply: Reply::Method(reply),
+            let _ = self.channel.call_detached(BasicCancel {
+                consumer_tag: self.tag.clone(),
+                nowait: false,
             });
         }
         if !self.no_ack {

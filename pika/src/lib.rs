@@ -1,6 +1,81 @@
 //! # pika
 //!
-//! The aio-pika API in idiomatic async Rust. Not written yet: this crate is a
-//! placeholder in the workspace so that the crate layout is fixed from the
-//! start (see issue 4).
+//! An AMQP 0-9-1 client for tokio with the API of Python's
+//! [aio-pika](https://aio-pika.readthedocs.io/): the same concepts under the
+//! same names, shaped as async Rust. Options are builders you `.await`,
+//! consumers are streams, errors are typed values.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use pika::Message;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), pika::Error> {
+//! let connection = pika::connect("amqp://guest:guest@127.0.0.1/").await?;
+//! let channel = connection.channel().await?;
+//! let queue = channel.declare_queue("hello").auto_delete(true).await?;
+//!
+//! channel.default_exchange().publish(Message::new("Hello World!"), "hello").await?;
+//!
+//! let mut messages = queue.iterator().await?;
+//! if let Some(message) = messages.next().await {
+//!     let message = message?;
+//!     println!("received {:?}", message.body());
+//!     message.ack(false)?;
+//! }
+//! connection.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## aio-pika to pika
+//!
+//! | aio-pika | pika |
+//! |---|---|
+//! | `connect(url)` | [`connect`] |
+//! | `connect(host=..., login=...)` | [`connect_with`]`(`[`ConnectOptions`]`)` |
+//! | `connection.channel(publisher_confirms=False)` | `connection.channel().publisher_confirms(false).await` |
+//! | `channel.declare_queue("q", durable=True)` | `channel.declare_queue("q").durable(true).await` |
+//! | `channel.declare_exchange("x", ExchangeType.TOPIC)` | `channel.declare_exchange("x").kind(ExchangeType::Topic).await` |
+//! | `channel.default_exchange` | [`Channel::default_exchange`] |
+//! | `channel.set_qos(prefetch_count=1)` | `channel.set_qos().prefetch_count(1).await` |
+//! | `exchange.publish(Message(b"..."), "rk")` | `exchange.publish(Message::new("..."), "rk").await` |
+//! | `queue.consume(callback)` | [`Queue::consume`] |
+//! | `async with queue.iterator() as it: async for m in it` | `let mut it = queue.iterator().await?; while let Some(m) = it.next().await` |
+//! | `async with message.process():` | `message.process().run(\|m\| async { .. }).await` or `.guard()` |
+//! | `queue.get(fail=False)` | `queue.get().fail(false).await` |
+//! | `async with channel.transaction():` | `channel.transaction()?.begin().await?` ... `.commit()` |
+//! | `aio_pika.exceptions.QueueEmpty` | [`Error::QueueEmpty`] |
+//! | `DeliveryError` (`on_return_raises=True`) | [`Error::DeliveryError`] |
+//!
+//! Every handle is cheap to clone. Dropping the last handle of a channel
+//! closes it; dropping the last handle of a connection (and its channels)
+//! closes the connection. Nothing blocks in a drop.
+
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod channel;
+mod connection;
+mod error;
+mod exchange;
+mod incoming;
+mod message;
+mod queue;
+mod transaction;
+
+pub use amqp_conn::{AuthMechanism, ConnectionEvent};
+pub use amqp_wire::{BasicProperties, FieldTable, FieldValue, ReplyCode};
+pub use channel::{Channel, DeclareExchange, DeclareQueue, SetQos};
+pub use connection::{connect, connect_with, ConnectOptions, Connection, OpenChannel, TlsOptions};
+pub use error::{Error, Result};
+pub use exchange::{Confirmation, Exchange, ExchangeName, ExchangeType, Publish};
+pub use incoming::{IncomingMessage, Process, ProcessGuard};
+pub use message::{table, DeliveryMode, Message, MessageInfo, ReturnedMessage};
+pub use queue::{Bind, Consume, Delete, Get, Iterator, Queue, QueueIterator};
+pub use transaction::{Transaction, TransactionScope};
+
+/// The connection layer pika is built on.
+pub use amqp_conn;
+/// The codec pika is built on.
+pub use amqp_wire;

@@ -1,0 +1,345 @@
+//! Connecting, and the connection handle.
+
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use amqp_conn::{ConnectionConfig, ConnectionEvent, TlsConfig};
+use amqp_wire::{FieldTable, FieldValue};
+
+use crate::channel::Channel;
+use crate::error::{Error, Result};
+
+/// Connects to the broker at `url` (`amqp://user:pass@host:port/vhost`,
+/// percent-encoded; `amqps://` for TLS; query parameters as in
+/// [`ConnectionConfig::from_url`]).
+///
+/// ```no_run
+/// # async fn example() -> pika::Result<()> {
+/// let connection = pika::connect("amqp://guest:guest@127.0.0.1/").await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect(url: &str) -> Result<Connection> {
+    let config = ConnectionConfig::from_url(url).map_err(amqp_conn::Error::from)?;
+    Connection::open(config).await
+}
+
+/// Connects with options given field by field (aio-pika's keyword
+/// arguments).
+///
+/// ```no_run
+/// # async fn example() -> pika::Result<()> {
+/// use pika::ConnectOptions;
+/// use std::time::Duration;
+///
+/// let connection = pika::connect_with(
+///     ConnectOptions::new()
+///         .host("127.0.0.1")
+///         .login("guest")
+///         .password("guest")
+///         .timeout(Duration::from_secs(5))
+///         .connection_name("billing-writer"),
+/// )
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect_with(options: ConnectOptions) -> Result<Connection> {
+    Connection::open(options.config).await
+}
+
+/// Connection options, with aio-pika's names and defaults (localhost:5672,
+/// guest/guest, vhost `/`).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    config: ConnectionConfig,
+}
+
+impl ConnectOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        ConnectOptions::default()
+    }
+
+    /// Options parsed from an AMQP URL, to adjust further.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let config = ConnectionConfig::from_url(url).map_err(amqp_conn::Error::from)?;
+        Ok(ConnectOptions { config })
+    }
+
+    /// Host name or address.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.config.host = host.into();
+        self
+    }
+
+    /// Port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.config.port = port;
+        self
+    }
+
+    /// User name.
+    pub fn login(mut self, login: impl Into<String>) -> Self {
+        let password = self.config.credentials.password().to_string();
+        self.config.credentials = amqp_conn::Credentials::new(login, password);
+        self
+    }
+
+    /// Password.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        let username = self.config.credentials.username.clone();
+        self.config.credentials = amqp_conn::Credentials::new(username, password);
+        self
+    }
+
+    /// Virtual host.
+    pub fn virtualhost(mut self, vhost: impl Into<String>) -> Self {
+        self.config.vhost = vhost.into();
+        self
+    }
+
+    /// TLS with these settings (port 5671 unless set).
+    pub fn ssl(mut self, tls: TlsOptions) -> Self {
+        self.config = self.config.with_tls(tls.0);
+        self
+    }
+
+    /// How long connecting may take.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.connection_timeout = timeout;
+        self
+    }
+
+    /// Heartbeat interval proposed to the broker, in seconds.
+    pub fn heartbeat(mut self, seconds: u16) -> Self {
+        self.config.heartbeat = seconds;
+        self
+    }
+
+    /// The connection name shown in the broker's tools.
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.config.connection_name = Some(name.into());
+        self
+    }
+
+    /// A client property sent to the broker (really sent, unlike
+    /// aio-pika 6). `connection_name` here names the connection too.
+    pub fn client_property(mut self, key: &str, value: impl Into<FieldValue>) -> Result<Self> {
+        let key = crate::message::short("client property name", key)?;
+        self.config.client_properties.insert(key, value);
+        Ok(self)
+    }
+
+    /// All client properties at once.
+    pub fn client_properties(mut self, properties: FieldTable) -> Self {
+        self.config.client_properties = properties;
+        self
+    }
+
+    /// SASL mechanism (EXTERNAL logs in with the TLS client certificate).
+    pub fn auth_mechanism(mut self, mechanism: amqp_conn::AuthMechanism) -> Self {
+        self.config.auth_mechanism = mechanism;
+        self
+    }
+
+    /// The underlying configuration.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+}
+
+/// TLS settings: which CA to trust, client certificate for mutual TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions(TlsConfig);
+
+impl TlsOptions {
+    /// Verify the server against the platform's roots.
+    pub fn new() -> Self {
+        TlsOptions::default()
+    }
+
+    /// Trust the CA certificates in this PEM file instead.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.ca_file = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate (PEM chain and key files).
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.0.cert_file = Some(cert.into());
+        self.0.key_file = Some(key.into());
+        self
+    }
+
+    /// Verify the certificate against this name instead of the host.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.0.server_name = Some(name.into());
+        self
+    }
+
+    /// Accept any server certificate. Dangerous: anyone on the path can
+    /// read and change the traffic. For tests only.
+    pub fn dangerous_accept_invalid_certs(mut self) -> Self {
+        self.0.dangerous_accept_invalid_certs = true;
+        self
+    }
+}
+
+/// A connection to the broker.
+///
+/// Cheap to clone. Dropping the last clone (and the last channel) closes
+/// the connection with code 200, without waiting.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub(crate) inner: amqp_conn::Connection,
+}
+
+impl Connection {
+    pub(crate) async fn open(config: ConnectionConfig) -> Result<Connection> {
+        let inner = amqp_conn::Connection::open(config).await?;
+        Ok(Connection { inner })
+    }
+
+    /// Opens a channel; options are set on the returned builder.
+    ///
+    /// ```no_run
+    /// # async fn example(connection: pika::Connection) -> pika::Result<()> {
+    /// let channel = connection.channel().await?;
+    /// let tx_channel = connection.channel().publisher_confirms(false).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn channel(&self) -> OpenChannel<'_> {
+        OpenChannel {
+            connection: self,
+            number: None,
+            publisher_confirms: true,
+            on_return_raises: false,
+            timeout: None,
+        }
+    }
+
+    /// Closes the connection and waits for the broker's answer.
+    pub async fn close(&self) -> Result<()> {
+        Ok(self.inner.close().await?)
+    }
+
+    /// True once the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Why it closed, once it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.inner.close_reason().map(Error::from)
+    }
+
+    /// Calls `callback` once when the connection closes, with `None` for a
+    /// close by the application and the error otherwise (aio-pika's
+    /// `add_close_callback`).
+    pub fn add_close_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(Option<Error>) + Send + 'static,
+    {
+        // Holds only the event receiver: the callback does not keep the
+        // connection open.
+        let mut events = self.inner.events();
+        tokio::spawn(async move {
+            let error = loop {
+                match events.recv().await {
+                    Ok(ConnectionEvent::Closed(error)) => break Some(error),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break None,
+                }
+            };
+            let by_application = matches!(
+                &error,
+                Some(amqp_conn::Error::ConnectionClosed(r)) if r.initiator == amqp_conn::Initiator::Client
+            );
+            callback(if by_application {
+                None
+            } else {
+                error.map(Error::from)
+            });
+        });
+    }
+
+    /// Subscribes to events: blocked/unblocked, channel closed, returned
+    /// messages without confirms, connection closed.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.inner.events()
+    }
+
+    /// The connection layer underneath, for what pika does not wrap.
+    pub fn amqp(&self) -> &amqp_conn::Connection {
+        &self.inner
+    }
+}
+
+/// Builder of [`Connection::channel`]; await it to open the channel.
+#[must_use = "a channel opens only when the builder is awaited"]
+#[derive(Debug)]
+pub struct OpenChannel<'a> {
+    connection: &'a Connection,
+    number: Option<u16>,
+    publisher_confirms: bool,
+    on_return_raises: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> OpenChannel<'a> {
+    /// Open this channel number.
+    pub fn number(mut self, number: u16) -> Self {
+        self.number = Some(number);
+        self
+    }
+
+    /// Publisher confirms (default on): `publish` waits for the broker's
+    /// ack. Turn off for transactions or to publish faster without them.
+    pub fn publisher_confirms(mut self, on: bool) -> Self {
+        self.publisher_confirms = on;
+        self
+    }
+
+    /// Make a returned mandatory message an error of `publish`.
+    pub fn on_return_raises(mut self, on: bool) -> Self {
+        self.on_return_raises = on;
+        self
+    }
+
+    /// Give up after this long.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<Channel> {
+        let connection = &self.connection.inner;
+        let number = self.number;
+        let confirms = self.publisher_confirms;
+        let inner = crate::error::with_timeout("channel.open", self.timeout, async move {
+            let channel = match number {
+                Some(n) => connection.open_channel_with_id(n).await?,
+                None => connection.open_channel().await?,
+            };
+            if confirms {
+                channel.confirm_select().await?;
+            }
+            Ok(channel)
+        })
+        .await?;
+        Ok(Channel::new(inner, self.on_return_raises))
+    }
+}
+
+impl<'a> IntoFuture for OpenChannel<'a> {
+    type Output = Result<Channel>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Channel>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}

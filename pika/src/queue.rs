@@ -1,0 +1,566 @@
+//! Queues: bindings, consumers, `get`, purge, delete, iterators.
+
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use amqp_conn::ConsumerEnd;
+use amqp_wire::{
+    BasicCancel, BasicConsume, BasicGet, FieldTable, FieldValue, Method, QueueBind, QueueDelete,
+    QueuePurge, QueueUnbind, ShortString,
+};
+use tokio::sync::Semaphore;
+
+use crate::channel::{flag_setters, into_future, Channel};
+use crate::error::{with_timeout, Error, Result};
+use crate::exchange::ExchangeName;
+use crate::incoming::IncomingMessage;
+use crate::message::short;
+
+/// How many messages a consumer buffers before the connection stops
+/// reading; and how many callbacks of one consumer run at once.
+const CONSUMER_BUFFER: usize = 1024;
+
+/// A queue on a channel.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    channel: Channel,
+    name: ShortString,
+    declared_messages: u32,
+    declared_consumers: u32,
+    consumers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+}
+
+impl Queue {
+    pub(crate) fn new(channel: Channel, name: ShortString, messages: u32, consumers: u32) -> Self {
+        Queue {
+            channel,
+            name,
+            declared_messages: messages,
+            declared_consumers: consumers,
+            consumers: Arc::default(),
+        }
+    }
+
+    /// The queue's name (chosen by the broker when declared with `""`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Messages in the queue when it was declared.
+    pub fn declared_message_count(&self) -> u32 {
+        self.declared_messages
+    }
+
+    /// Consumers of the queue when it was declared.
+    pub fn declared_consumer_count(&self) -> u32 {
+        self.declared_consumers
+    }
+
+    /// The channel it was declared on.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Binds the queue to `exchange` with `routing_key` (a binding key;
+    /// patterns for topic exchanges).
+    pub fn bind<'a>(&'a self, exchange: impl ExchangeName, routing_key: &str) -> Bind<'a> {
+        Bind {
+            queue: self,
+            exchange: exchange.exchange_name().to_string(),
+            routing_key: routing_key.to_string(),
+            arguments: FieldTable::new(),
+            invalid: None,
+            unbind: false,
+            timeout: None,
+        }
+    }
+
+    /// Removes a binding.
+    pub fn unbind<'a>(&'a self, exchange: impl ExchangeName, routing_key: &str) -> Bind<'a> {
+        Bind {
+            unbind: true,
+            ..self.bind(exchange, routing_key)
+        }
+    }
+
+    /// Starts consuming: `callback` runs for each message, in its own task
+    /// (at most 1024 at once per consumer; the prefetch count set with
+    /// `set_qos` usually limits it first). Returns the consumer tag.
+    ///
+    /// ```no_run
+    /// # async fn example(queue: pika::Queue) -> pika::Result<()> {
+    /// let tag = queue
+    ///     .consume(|message: pika::IncomingMessage| async move {
+    ///         let _ = message.process().run(|m| async move { println!("{:?}", m.body()); Ok::<_, pika::Error>(()) }).await;
+    ///     })
+    ///     .await?;
+    /// queue.cancel(&tag).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn consume<F, Fut>(&self, callback: F) -> Consume<'_, F>
+    where
+        F: Fn(IncomingMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Consume {
+            queue: self,
+            callback,
+            options: ConsumeOptions::default(),
+        }
+    }
+
+    /// Stops the consumer `consumer_tag`; messages already delivered to it
+    /// still run their callbacks.
+    pub async fn cancel(&self, consumer_tag: &str) -> Result<()> {
+        let cancel = BasicCancel {
+            consumer_tag: short("consumer tag", consumer_tag)?,
+            nowait: false,
+        };
+        self.channel.call(cancel, "basic.cancel", None).await?;
+        self.consumers
+            .lock()
+            .expect("consumer map")
+            .remove(consumer_tag);
+        Ok(())
+    }
+
+    /// Fetches one message (`basic.get`). With `fail(true)` (the default)
+    /// an empty queue is [`Error::QueueEmpty`], else `Ok(None)`. Times out
+    /// after 5 seconds unless set otherwise.
+    pub fn get(&self) -> Get<'_> {
+        Get {
+            queue: self,
+            no_ack: false,
+            fail: true,
+            timeout: Some(Duration::from_secs(5)),
+        }
+    }
+
+    /// Removes every ready message; returns how many.
+    pub async fn purge(&self) -> Result<u32> {
+        let purge = QueuePurge {
+            queue: self.name.clone(),
+            ..Default::default()
+        };
+        match self.channel.call(purge, "queue.purge", None).await? {
+            Method::QueuePurgeOk(ok) => Ok(ok.message_count),
+            _ => Ok(0),
+        }
+    }
+
+    /// Deletes the queue. aio-pika's defaults: only if unused and empty
+    /// (a queue with consumers or messages is refused with 406, which
+    /// closes the channel); set both to `false` to delete regardless.
+    pub fn delete(&self) -> Delete<'_> {
+        Delete {
+            queue: self,
+            if_unused: true,
+            if_empty: true,
+            timeout: None,
+        }
+    }
+
+    /// Consumes into a [`Stream`](futures_core::Stream) of messages that
+    /// ends when the consumer is cancelled.
+    ///
+    /// ```no_run
+    /// # async fn example(queue: pika::Queue) -> pika::Result<()> {
+    /// use futures_util::StreamExt;
+    /// let mut messages = queue.iterator().await?;
+    /// while let Some(message) = messages.next().await {
+    ///     let message = message?;
+    ///     message.ack(false)?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn iterator(&self) -> Iterator<'_> {
+        Iterator {
+            queue: self,
+            options: ConsumeOptions::default(),
+        }
+    }
+
+    async fn start_consumer(&self, options: &ConsumeOptions) -> Result<amqp_conn::Consumer> {
+        if let Some(error) = &options.invalid {
+            return Err(error.clone());
+        }
+        let consume = BasicConsume {
+            queue: self.name.clone(),
+            consumer_tag: match &options.consumer_tag {
+                Some(tag) => short("consumer tag", tag)?,
+                None => ShortString::default(),
+            },
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            arguments: options.arguments.clone(),
+            ..Default::default()
+        };
+        let channel = &self.channel.inner;
+        with_timeout("basic.consume", options.timeout, async {
+            Ok(channel.consume(consume, CONSUMER_BUFFER).await?)
+        })
+        .await
+    }
+}
+
+/// Options shared by [`Queue::consume`] and [`Queue::iterator`].
+#[derive(Debug, Clone, Default)]
+struct ConsumeOptions {
+    no_ack: bool,
+    exclusive: bool,
+    arguments: FieldTable,
+    consumer_tag: Option<String>,
+    /// The first invalid argument given, reported when awaited.
+    invalid: Option<Error>,
+    timeout: Option<Duration>,
+}
+
+macro_rules! consume_setters {
+    () => {
+        /// Messages need no ack: the broker forgets them when sent.
+        pub fn no_ack(mut self, no_ack: bool) -> Self {
+            self.options.no_ack = no_ack;
+            self
+        }
+
+        /// Be the queue's only consumer.
+        pub fn exclusive(mut self, exclusive: bool) -> Self {
+            self.options.exclusive = exclusive;
+            self
+        }
+
+        /// A consumer argument, such as `x-priority` or `x-stream-offset`.
+        pub fn argument(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+            match short("argument name", key) {
+                Ok(key) => self.options.arguments.insert(key, value),
+                Err(error) => {
+                    self.options.invalid.get_or_insert(error);
+                }
+            }
+            self
+        }
+
+        /// Use this consumer tag instead of one chosen by the broker.
+        pub fn consumer_tag(mut self, tag: impl Into<String>) -> Self {
+            self.options.consumer_tag = Some(tag.into());
+            self
+        }
+
+        /// Give up starting the consumer after this long.
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.options.timeout = Some(timeout);
+            self
+        }
+    };
+}
+
+/// Builder of [`Queue::consume`]; await it for the consumer tag.
+#[must_use = "nothing is consumed until the builder is awaited"]
+pub struct Consume<'a, F> {
+    queue: &'a Queue,
+    callback: F,
+    options: ConsumeOptions,
+}
+
+impl<'a, F, Fut> Consume<'a, F>
+where
+    F: Fn(IncomingMessage) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    consume_setters!();
+
+    async fn run(self) -> Result<String> {
+        let mut consumer = self.queue.start_consumer(&self.options).await?;
+        let tag = consumer.tag().to_string();
+        let channel = consumer.channel().clone();
+        let no_ack = self.options.no_ack;
+        let callback = Arc::new(self.callback);
+        let limit = Arc::new(Semaphore::new(CONSUMER_BUFFER));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let Some(delivery) = consumer.recv().await else {
+                    break;
+                };
+                let message = IncomingMessage::new(delivery, channel.clone(), no_ack);
+                let callback = callback.clone();
+                tokio::spawn(async move {
+                    callback(message).await;
+                    drop(permit);
+                });
+            }
+            if let Some(ConsumerEnd::Closed(error)) = consumer.end() {
+                tracing::warn!(%error, "consumer stopped: its channel closed");
+            }
+        });
+        self.queue
+            .consumers
+            .lock()
+            .expect("consumer map")
+            .insert(tag.clone(), task);
+        Ok(tag)
+    }
+}
+
+impl<'a, F, Fut> IntoFuture for Consume<'a, F>
+where
+    F: Fn(IncomingMessage) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    type Output = Result<String>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<String>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// Builder of [`Queue::iterator`]; await it for the [`QueueIterator`].
+#[must_use = "nothing is consumed until the builder is awaited"]
+#[derive(Debug)]
+pub struct Iterator<'a> {
+    queue: &'a Queue,
+    options: ConsumeOptions,
+}
+
+impl<'a> Iterator<'a> {
+    consume_setters!();
+
+    async fn run(self) -> Result<QueueIterator> {
+        let consumer = self.queue.start_consumer(&self.options).await?;
+        Ok(QueueIterator {
+            consumer,
+            no_ack: self.options.no_ack,
+            done: false,
+        })
+    }
+}
+
+into_future!(Iterator => QueueIterator);
+
+/// Messages of a queue as a [`Stream`](futures_core::Stream).
+///
+/// Yields `Ok(message)` for each message; ends (`None`) when the consumer
+/// is cancelled (by [`close`](QueueIterator::close) or by the broker when
+/// the queue is deleted); yields one `Err` and ends when the channel or
+/// connection closes. Dropping it cancels the consumer and requeues the
+/// messages it buffered.
+#[derive(Debug)]
+pub struct QueueIterator {
+    consumer: amqp_conn::Consumer,
+    no_ack: bool,
+    done: bool,
+}
+
+impl QueueIterator {
+    /// The consumer tag.
+    pub fn consumer_tag(&self) -> &str {
+        self.consumer.tag()
+    }
+
+    /// Cancels the consumer; messages already buffered are still yielded,
+    /// then the stream ends.
+    pub async fn close(&self) -> Result<()> {
+        Ok(self.consumer.cancel().await?)
+    }
+}
+
+impl futures_core::Stream for QueueIterator {
+    type Item = Result<IncomingMessage>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.consumer.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(delivery)) => {
+                let channel = self.consumer.channel().clone();
+                Poll::Ready(Some(Ok(IncomingMessage::new(
+                    delivery,
+                    channel,
+                    self.no_ack,
+                ))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                match self.consumer.end() {
+                    Some(ConsumerEnd::Closed(error)) => Poll::Ready(Some(Err(Error::from(error)))),
+                    _ => Poll::Ready(None),
+                }
+            }
+        }
+    }
+}
+
+/// Builder of [`Queue::bind`] and [`Queue::unbind`]; await it.
+#[must_use = "nothing is bound until the builder is awaited"]
+#[derive(Debug)]
+pub struct Bind<'a> {
+    queue: &'a Queue,
+    exchange: String,
+    routing_key: String,
+    arguments: FieldTable,
+    invalid: Option<Error>,
+    unbind: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> Bind<'a> {
+    /// A binding argument (headers exchanges match on these).
+    pub fn argument(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+        match short("argument name", key) {
+            Ok(key) => self.arguments.insert(key, value),
+            Err(error) => {
+                self.invalid.get_or_insert(error);
+            }
+        }
+        self
+    }
+
+    /// Give up after this long.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<()> {
+        if let Some(error) = self.invalid {
+            return Err(error);
+        }
+        let exchange = short("exchange name", &self.exchange)?;
+        let routing_key = short("routing key", &self.routing_key)?;
+        let queue = self.queue.name.clone();
+        let (method, operation): (Method, _) = if self.unbind {
+            let unbind = QueueUnbind {
+                queue,
+                exchange,
+                routing_key,
+                arguments: self.arguments,
+                ..Default::default()
+            };
+            (unbind.into(), "queue.unbind")
+        } else {
+            let bind = QueueBind {
+                queue,
+                exchange,
+                routing_key,
+                arguments: self.arguments,
+                ..Default::default()
+            };
+            (bind.into(), "queue.bind")
+        };
+        self.queue
+            .channel
+            .call(method, operation, self.timeout)
+            .await
+            .map(drop)
+    }
+}
+
+into_future!(Bind => ());
+
+/// Builder of [`Queue::get`]; await it.
+#[must_use = "nothing is fetched until the builder is awaited"]
+#[derive(Debug)]
+pub struct Get<'a> {
+    queue: &'a Queue,
+    no_ack: bool,
+    fail: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> Get<'a> {
+    flag_setters! {
+        /// The message needs no ack.
+        no_ack,
+        /// An empty queue is an error (default) rather than `None`.
+        fail,
+    }
+
+    /// Give up after this long (default 5 seconds).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<Option<IncomingMessage>> {
+        let get = BasicGet {
+            queue: self.queue.name.clone(),
+            no_ack: self.no_ack,
+            ..Default::default()
+        };
+        let channel = &self.queue.channel.inner;
+        let delivery = with_timeout("basic.get", self.timeout, async {
+            Ok(channel.get(get).await?)
+        })
+        .await?;
+        match delivery {
+            Some(delivery) => Ok(Some(IncomingMessage::new(
+                delivery,
+                channel.clone(),
+                self.no_ack,
+            ))),
+            None if self.fail => Err(Error::QueueEmpty {
+                queue: self.queue.name.to_string(),
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+into_future!(Get => Option<IncomingMessage>);
+
+/// Builder of [`Queue::delete`]; await it for the number of messages
+/// deleted with the queue.
+#[must_use = "nothing is deleted until the builder is awaited"]
+#[derive(Debug)]
+pub struct Delete<'a> {
+    queue: &'a Queue,
+    if_unused: bool,
+    if_empty: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> Delete<'a> {
+    flag_setters! {
+        /// Only when it has no consumers (default true, as in aio-pika).
+        if_unused,
+        /// Only when it has no messages (default true, as in aio-pika).
+        if_empty,
+    }
+
+    /// Give up after this long.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<u32> {
+        let delete = QueueDelete {
+            queue: self.queue.name.clone(),
+            if_unused: self.if_unused,
+            if_empty: self.if_empty,
+            ..Default::default()
+        };
+        match self
+            .queue
+            .channel
+            .call(delete, "queue.delete", self.timeout)
+            .await?
+        {
+            Method::QueueDeleteOk(ok) => Ok(ok.message_count),
+            _ => Ok(0),
+        }
+    }
+}
+
+into_future!(Delete => u32);

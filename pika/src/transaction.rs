@@ -1,0 +1,109 @@
+//! Transactions: publishes and acks that take effect together on commit.
+
+use amqp_wire::{TxCommit, TxRollback, TxSelect};
+
+use crate::channel::Channel;
+use crate::error::Result;
+
+/// A transaction on a channel without publisher confirms.
+///
+/// Manual form: [`select`](Transaction::select), publish, then
+/// [`commit`](Transaction::commit) or [`rollback`](Transaction::rollback).
+/// Scoped form: [`begin`](Transaction::begin) returns a guard that rolls
+/// back when dropped without [`commit`](TransactionScope::commit).
+///
+/// ```no_run
+/// # async fn example(connection: pika::Connection) -> pika::Result<()> {
+/// use pika::Message;
+/// let channel = connection.channel().publisher_confirms(false).await?;
+/// let scope = channel.transaction()?.begin().await?;
+/// channel.default_exchange().publish(Message::new("one"), "tasks").await?;
+/// channel.default_exchange().publish(Message::new("two"), "tasks").await?;
+/// scope.commit().await?; // both or neither
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    channel: Channel,
+}
+
+impl Transaction {
+    pub(crate) fn new(channel: Channel) -> Self {
+        Transaction { channel }
+    }
+
+    /// Puts the channel in transaction mode (`tx.select`); once is enough
+    /// for any number of transactions on it.
+    pub async fn select(&self) -> Result<()> {
+        self.channel
+            .call(TxSelect::default(), "tx.select", None)
+            .await
+            .map(drop)
+    }
+
+    /// Makes everything published and acked since the last commit or
+    /// rollback take effect.
+    pub async fn commit(&self) -> Result<()> {
+        self.channel
+            .call(TxCommit::default(), "tx.commit", None)
+            .await
+            .map(drop)
+    }
+
+    /// Discards everything published and acked since the last commit or
+    /// rollback.
+    pub async fn rollback(&self) -> Result<()> {
+        self.channel
+            .call(TxRollback::default(), "tx.rollback", None)
+            .await
+            .map(drop)
+    }
+
+    /// Selects transaction mode and returns a scope that rolls back unless
+    /// committed.
+    pub async fn begin(self) -> Result<TransactionScope> {
+        self.select().await?;
+        Ok(TransactionScope {
+            transaction: Some(self),
+        })
+    }
+}
+
+/// A transaction that rolls back when dropped without
+/// [`commit`](TransactionScope::commit).
+///
+/// The rollback on drop is queued on the channel without waiting, so it
+/// still comes before anything published on the channel afterwards.
+#[derive(Debug)]
+pub struct TransactionScope {
+    transaction: Option<Transaction>,
+}
+
+impl TransactionScope {
+    /// Commits and ends the scope.
+    pub async fn commit(mut self) -> Result<()> {
+        let transaction = self.transaction.take().expect("scope not yet ended");
+        transaction.commit().await
+    }
+
+    /// Rolls back and ends the scope.
+    pub async fn rollback(mut self) -> Result<()> {
+        let transaction = self.transaction.take().expect("scope not yet ended");
+        transaction.rollback().await
+    }
+}
+
+impl Drop for TransactionScope {
+    fn drop(&mut self) {
+        if let Some(transaction) = self.transaction.take() {
+            if let Err(error) = transaction
+                .channel
+                .inner
+                .call_detached(TxRollback::default())
+            {
+                tracing::warn!(%error, "could not roll back an abandoned transaction");
+            }
+        }
+    }
+}
