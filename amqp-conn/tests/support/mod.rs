@@ -5,6 +5,7 @@
 use amqp_conn::{Channel, Connection, ConnectionConfig};
 use amqp_wire::{QueueDeclare, QueueDelete, ShortString};
 
+#[allow(unused_imports)]
 pub use pika_test_support::{rabbitmqctl, unique, url, FreezableProxy};
 
 pub fn config() -> ConnectionConfig {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+#[allow(unused_imports)]
 pub use pika_test_support::{rabbitmqctl, unique, url, FreezableProxy};
 
 pub async fn connect() -> pika::Connection {
