@@ -1,0 +1,282 @@
+//! TLS and memory alarms, on a second RabbitMQ node that this test starts
+//! (tests/support/tls-node: its own ports, certificates made for the run)
+//! and stops, so the main node's configuration and alarms are untouched.
+//!
+//! One test function runs the scenarios in sequence: the node has fixed
+//! ports and takes seconds to start, and nextest runs each test function
+//! in its own process.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use amqp_conn::{
+    AuthMechanism, Connection, ConnectionConfig, ConnectionEvent, Error, PublishOutcome, TlsConfig,
+};
+use amqp_wire::{BasicProperties, BasicPublish, QueueDeclare};
+use bytes::Bytes;
+use support::*;
+
+const TLS_PORT: u16 = 5681;
+const PLAIN_PORT: u16 = 5682;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls-node")
+}
+
+fn node_name() -> String {
+    let host = Command::new("hostname")
+        .arg("-s")
+        .output()
+        .expect("hostname runs");
+    format!("pika-tls@{}", String::from_utf8_lossy(&host.stdout).trim())
+}
+
+/// Stops the node and removes its directory, also when a scenario fails.
+struct SecondNode {
+    dir: PathBuf,
+}
+
+impl SecondNode {
+    fn start() -> SecondNode {
+        let dir = std::env::temp_dir().join(format!("pika-tls-node-{}", std::process::id()));
+        let output = Command::new(script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("tls-node runs");
+        assert!(
+            output.status.success(),
+            "tls-node start failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SecondNode { dir }
+    }
+
+    fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join("certs").join(name)
+    }
+
+    fn ctl(&self, args: &[&str]) -> String {
+        let node = node_name();
+        let mut all = vec!["-n", node.as_str()];
+        all.extend_from_slice(args);
+        rabbitmqctl(&all)
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        let _ = self.ctl_quiet(&["set_vm_memory_high_watermark", "0.4"]);
+        let _ = Command::new(script()).arg("stop").arg(&self.dir).output();
+    }
+}
+
+impl SecondNode {
+    fn ctl_quiet(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("rabbitmqctl")
+            .arg("-n")
+            .arg(node_name())
+            .args(args)
+            .output()
+    }
+}
+
+fn tls_config(tls: TlsConfig) -> ConnectionConfig {
+    ConnectionConfig::default()
+        .with_host("localhost")
+        .with_port(TLS_PORT)
+        .with_tls(tls)
+        .with_connection_timeout(Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn tls_and_memory_alarms_on_a_second_node() {
+    let node = SecondNode::start();
+    tls_verified_connection(&node).await;
+    tls_untrusted_certificate_is_refused(&node).await;
+    tls_wrong_host_name_is_refused(&node).await;
+    tls_verification_can_only_be_turned_off_dangerously(&node).await;
+    mutual_tls_with_external_auth(&node).await;
+    amqps_url_with_query_parameters(&node).await;
+    memory_alarm_blocks_publishers_without_killing_the_connection(&node).await;
+}
+
+async fn tls_verified_connection(node: &SecondNode) {
+    let config = tls_config(TlsConfig {
+        ca_file: Some(node.cert("ca.pem")),
+        ..Default::default()
+    });
+    let connection = Connection::open(config)
+        .await
+        .expect("a verified TLS connection");
+    let channel = connection.open_channel().await.unwrap();
+    channel.confirm_select().await.unwrap();
+    let queue = unique("tls");
+    channel
+        .call(QueueDeclare {
+            queue: s(&queue),
+            exclusive: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let confirm = channel
+        .publish(
+            BasicPublish {
+                routing_key: s(&queue),
+                ..Default::default()
+            },
+            BasicProperties::default(),
+            Bytes::from(vec![1u8; 300_000]),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(confirm.await, PublishOutcome::Ack));
+    connection.close().await.unwrap();
+}
+
+async fn tls_untrusted_certificate_is_refused(node: &SecondNode) {
+    let config = tls_config(TlsConfig {
+        ca_file: Some(node.cert("rogue-ca.pem")),
+        ..Default::default()
+    });
+    let err = Connection::open(config).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+async fn tls_wrong_host_name_is_refused(node: &SecondNode) {
+    let config = tls_config(TlsConfig {
+        ca_file: Some(node.cert("ca.pem")),
+        server_name: Some("not-the-broker.example".into()),
+        ..Default::default()
+    });
+    let err = Connection::open(config).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("NotValidForName")
+            || err.to_string().to_lowercase().contains("name"),
+        "{err}"
+    );
+}
+
+async fn tls_verification_can_only_be_turned_off_dangerously(node: &SecondNode) {
+    let config = tls_config(TlsConfig {
+        ca_file: Some(node.cert("rogue-ca.pem")),
+        dangerous_accept_invalid_certs: true,
+        ..Default::default()
+    });
+    let connection = Connection::open(config)
+        .await
+        .expect("connects without verification");
+    connection.close().await.unwrap();
+}
+
+async fn mutual_tls_with_external_auth(node: &SecondNode) {
+    let name = unique("external");
+    let config = tls_config(TlsConfig {
+        ca_file: Some(node.cert("ca.pem")),
+        cert_file: Some(node.cert("client.pem")),
+        key_file: Some(node.cert("client.key")),
+        ..Default::default()
+    })
+    .with_auth_mechanism(AuthMechanism::External)
+    .with_connection_name(&name);
+    let connection = Connection::open(config)
+        .await
+        .expect("EXTERNAL login with the client certificate");
+    let listing = node.ctl(&["-q", "list_connections", "user", "ssl", "client_properties"]);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&name))
+        .unwrap_or_else(|| panic!("{name} not in {listing}"));
+    assert!(
+        line.starts_with("pika-tls-client"),
+        "logged in as the certificate's CN: {line}"
+    );
+    connection.close().await.unwrap();
+}
+
+async fn amqps_url_with_query_parameters(node: &SecondNode) {
+    let url = format!(
+        "amqps://localhost:{TLS_PORT}/%2f?cafile={}&certfile={}&keyfile={}&auth_mechanism=EXTERNAL&heartbeat=5",
+        node.cert("ca.pem").display(),
+        node.cert("client.pem").display(),
+        node.cert("client.key").display()
+    );
+    let connection = Connection::open(ConnectionConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(connection.tuning().heartbeat, 5);
+    connection.close().await.unwrap();
+}
+
+async fn memory_alarm_blocks_publishers_without_killing_the_connection(node: &SecondNode) {
+    let config = ConnectionConfig::default()
+        .with_host("127.0.0.1")
+        .with_port(PLAIN_PORT)
+        .with_heartbeat(1);
+    let connection = Connection::open(config).await.unwrap();
+    let mut events = connection.events();
+    let channel = connection.open_channel().await.unwrap();
+    channel.confirm_select().await.unwrap();
+    let queue = unique("blocked");
+    channel
+        .call(QueueDeclare {
+            queue: s(&queue),
+            exclusive: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    node.ctl(&["set_vm_memory_high_watermark", "0.000001"]);
+    // The broker blocks a connection when it publishes during the alarm.
+    let publish = || BasicPublish {
+        routing_key: s(&queue),
+        ..Default::default()
+    };
+    let first = channel
+        .publish(
+            publish(),
+            BasicProperties::default(),
+            Bytes::from_static(b"during the alarm"),
+        )
+        .await
+        .unwrap();
+    let blocked = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match events.recv().await {
+                Ok(ConnectionEvent::Blocked { reason }) => break reason,
+                Ok(_) => continue,
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("connection.blocked within 15 s");
+    assert!(blocked.contains("memory"), "{blocked}");
+
+    // Silence for several heartbeat intervals is not death while blocked.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!connection.is_closed(), "{:?}", connection.close_reason());
+
+    node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    let unblocked = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Ok(ConnectionEvent::Unblocked) = events.recv().await {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(unblocked.is_ok(), "connection.unblocked within 15 s");
+    assert!(matches!(first.await, PublishOutcome::Ack));
+    connection.close().await.unwrap();
+}
