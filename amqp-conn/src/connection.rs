@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use amqp_wire::FieldTable;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::channel::Channel;
 use crate::command::{Command, PublishCommand};
@@ -96,7 +97,10 @@ impl Connection {
     pub async fn open(config: ConnectionConfig) -> Result<Connection> {
         config.validate()?;
         let span = tracing::info_span!("amqp_connection", address = %config.address(), vhost = %config.vhost);
-        let _enter = span.enter();
+        Self::open_in(config, span.clone()).instrument(span).await
+    }
+
+    async fn open_in(config: ConnectionConfig, span: tracing::Span) -> Result<Connection> {
         let address = config.address();
         let timeout = config.connection_timeout;
         let stage = Arc::new(OnceLock::new());
@@ -138,6 +142,7 @@ impl Connection {
         driver::spawn(
             Driver::new(transport, read, state, control_rx, publish_rx),
             closed.clone(),
+            span,
         );
         Ok(Connection {
             inner: Arc::new(ConnectionInner {

@@ -19,6 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSender;
+use tracing::Instrument;
 
 use crate::command::{ChannelRef, Command, PublishCommand};
 use crate::config::ConnectionConfig;
@@ -364,10 +365,13 @@ impl Driver {
 }
 
 /// Keeps the connection's close reason for handles created later.
-pub(crate) fn spawn(driver: Driver, closed: Arc<std::sync::OnceLock<Error>>) {
-    tokio::spawn(async move {
-        let error = driver.run().await;
-        tracing::info!(%error, "connection closed");
-        let _ = closed.set(error);
-    });
+pub(crate) fn spawn(driver: Driver, closed: Arc<std::sync::OnceLock<Error>>, span: tracing::Span) {
+    tokio::spawn(
+        async move {
+            let error = driver.run().await;
+            tracing::info!(%error, "connection closed");
+            let _ = closed.set(error);
+        }
+        .instrument(span),
+    );
 }
