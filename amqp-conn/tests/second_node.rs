@@ -1,5 +1,6 @@
 //! TLS and memory alarms, on a second RabbitMQ node that this test starts
-//! (tests/support/tls-node: its own ports, certificates made for the run)
+//! (tests/support/tls-node at the workspace root: its own ports,
+//! certificates made for the run)
 //! and stops, so the main node's configuration and alarms are untouched.
 //!
 //! One test function runs the scenarios in sequence: the node has fixed
@@ -8,8 +9,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use amqp_conn::{
@@ -19,70 +18,8 @@ use amqp_wire::{BasicProperties, BasicPublish, QueueDeclare};
 use bytes::Bytes;
 use support::*;
 
-const TLS_PORT: u16 = 5681;
-const PLAIN_PORT: u16 = 5682;
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls-node")
-}
-
-fn node_name() -> String {
-    let host = Command::new("hostname")
-        .arg("-s")
-        .output()
-        .expect("hostname runs");
-    format!("pika-tls@{}", String::from_utf8_lossy(&host.stdout).trim())
-}
-
-/// Stops the node and removes its directory, also when a scenario fails.
-struct SecondNode {
-    dir: PathBuf,
-}
-
-impl SecondNode {
-    fn start() -> SecondNode {
-        let dir = std::env::temp_dir().join(format!("pika-tls-node-{}", std::process::id()));
-        let output = Command::new(script())
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("tls-node runs");
-        assert!(
-            output.status.success(),
-            "tls-node start failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        SecondNode { dir }
-    }
-
-    fn cert(&self, name: &str) -> PathBuf {
-        self.dir.join("certs").join(name)
-    }
-
-    fn ctl(&self, args: &[&str]) -> String {
-        let node = node_name();
-        let mut all = vec!["-n", node.as_str()];
-        all.extend_from_slice(args);
-        rabbitmqctl(&all)
-    }
-}
-
-impl Drop for SecondNode {
-    fn drop(&mut self) {
-        let _ = self.ctl_quiet(&["set_vm_memory_high_watermark", "0.4"]);
-        let _ = Command::new(script()).arg("stop").arg(&self.dir).output();
-    }
-}
-
-impl SecondNode {
-    fn ctl_quiet(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        Command::new("rabbitmqctl")
-            .arg("-n")
-            .arg(node_name())
-            .args(args)
-            .output()
-    }
-}
+const TLS_PORT: u16 = SecondNode::TLS_PORT;
+const PLAIN_PORT: u16 = SecondNode::PLAIN_PORT;
 
 fn tls_config(tls: TlsConfig) -> ConnectionConfig {
     ConnectionConfig::default()

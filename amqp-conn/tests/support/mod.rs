@@ -6,7 +6,7 @@ use amqp_conn::{Channel, Connection, ConnectionConfig};
 use amqp_wire::{QueueDeclare, QueueDelete, ShortString};
 
 #[allow(unused_imports)]
-pub use pika_test_support::{rabbitmqctl, unique, url, FreezableProxy};
+pub use pika_test_support::{rabbitmqctl, unique, url, FreezableProxy, SecondNode};
 
 pub fn config() -> ConnectionConfig {
     ConnectionConfig::from_url(&url()).expect("AMQP_URL parses")
