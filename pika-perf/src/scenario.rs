@@ -1,0 +1,278 @@
+//! The fixed scenarios that match the comparison harness, their
+//! configuration, and what every client's run of one returns.
+//!
+//! Timing rules (the timed region is what `wall_s` and the CPU fields
+//! cover):
+//! - `publish`: from the first publish until a passive declare shows all
+//!   N messages in a fresh non-durable queue; no confirms, default
+//!   exchange.
+//! - `publish_confirm`: confirm mode, at most [`CONFIRM_WINDOW`]
+//!   unconfirmed publishes in flight, until all N are confirmed.
+//! - `consume`: the queue is filled with N messages first (untimed);
+//!   then `basic.qos(`[`PREFETCH`]`)`, `basic.consume` and one
+//!   `basic.ack` per message (`multiple=false`) until all N arrived.
+//! - `rpc`: one request at a time over a callback queue (or direct
+//!   reply-to), client and server in this process on their own
+//!   connections; p50/p99 are of the round trips.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::report::ScenarioReport;
+use crate::rusage::Elapsed;
+use crate::Result;
+
+/// Unconfirmed publishes at most in flight in `publish_confirm`.
+pub const CONFIRM_WINDOW: usize = 1000;
+
+/// The consumer's prefetch count in `consume`.
+pub const PREFETCH: u16 = 1000;
+
+/// How long a run waits without progress (no message, no change in the
+/// queue's count, no reply) before it gives up and counts what is
+/// missing as lost.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The broker the tests and the tool use unless told otherwise.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A fixed scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Publish N messages without confirms.
+    Publish,
+    /// Publish N messages with confirms, a window of [`CONFIRM_WINDOW`].
+    PublishConfirm,
+    /// Consume N messages from a filled queue, acking each.
+    Consume,
+    /// N request/reply round trips, one at a time.
+    Rpc,
+}
+
+impl Scenario {
+    /// The name in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Publish => "publish",
+            Scenario::PublishConfirm => "publish_confirm",
+            Scenario::Consume => "consume",
+            Scenario::Rpc => "rpc",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The tokio runtime a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum Rt {
+    /// `current_thread`: everything on the calling thread.
+    #[default]
+    Ct,
+    /// `multi_thread` with 2 workers.
+    Mt,
+}
+
+impl Rt {
+    /// The name in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rt::Ct => "ct",
+            Rt::Mt => "mt",
+        }
+    }
+
+    /// Builds the runtime.
+    pub fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Rt::Ct => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Rt::Mt => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        }
+    }
+}
+
+impl fmt::Display for Rt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which client runs a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum ClientKind {
+    /// pika (for now its connection layer, amqp-conn).
+    #[default]
+    Pika,
+    /// lapin (needs the `lapin` feature).
+    Lapin,
+    /// amqprs (needs the `amqprs` feature).
+    Amqprs,
+    /// A minimal client on amqp-wire over a bare socket: the broker's limit.
+    Raw,
+}
+
+impl ClientKind {
+    /// The name in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Pika => "pika",
+            ClientKind::Lapin => "lapin",
+            ClientKind::Amqprs => "amqprs",
+            ClientKind::Raw => "raw",
+        }
+    }
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One run of a fixed scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioConfig {
+    /// Which client.
+    pub client: ClientKind,
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Messages (or round trips).
+    pub n: u64,
+    /// Body size in bytes (at least [`body::HEADER_LEN`](crate::body::HEADER_LEN)).
+    pub size: usize,
+    /// The runtime.
+    pub rt: Rt,
+    /// The broker.
+    pub url: String,
+    /// `rpc` only: replies over `amq.rabbitmq.reply-to` instead of a
+    /// callback queue.
+    pub direct_reply_to: bool,
+}
+
+impl Default for ScenarioConfig {
+    fn default() -> Self {
+        ScenarioConfig {
+            client: ClientKind::Pika,
+            scenario: Scenario::Publish,
+            n: 100_000,
+            size: 64,
+            rt: Rt::Ct,
+            url: DEFAULT_URL.to_string(),
+            direct_reply_to: false,
+        }
+    }
+}
+
+/// What a client measured in one run.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Wall clock and CPU time of the timed region.
+    pub elapsed: Elapsed,
+    /// Round-trip times in microseconds (`rpc` only).
+    pub latency_us: Option<Histogram<u64>>,
+    /// Messages (or replies) that did not arrive.
+    pub lost: u64,
+    /// Messages that arrived twice, or replies nobody waited for.
+    pub dup: u64,
+}
+
+/// Runs one scenario on the current tokio runtime.
+pub async fn run_scenario(config: &ScenarioConfig) -> Result<ScenarioReport> {
+    if config.n == 0 {
+        return Err("n must be at least 1".into());
+    }
+    let measured = crate::clients::run(config).await?;
+    Ok(ScenarioReport::new(config, &measured))
+}
+
+/// Runs one scenario on a runtime of its own, built as `config.rt` says.
+pub fn run_scenario_blocking(config: &ScenarioConfig) -> Result<ScenarioReport> {
+    config.rt.build()?.block_on(run_scenario(config))
+}
+
+/// A queue name no other run uses: `pika-perf-{what}-{pid}-{nanos}-{k}`.
+pub fn unique_name(what: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "pika-perf-{what}-{}-{}-{}",
+        std::process::id(),
+        crate::body::now_ns(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A histogram of microseconds, 1 µs to 1 hour, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Polls `count` (a passive `queue.declare`) until the queue holds `n`
+/// messages, or until its count has not changed for [`IDLE_TIMEOUT`];
+/// returns the last count. Polls every millisecond, so that the poll
+/// itself costs next to nothing.
+pub async fn wait_for_count<F, Fut>(n: u64, mut count: F) -> Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64>>,
+{
+    let mut waiter = CountWaiter::new(n);
+    while !waiter.update(count().await?) {
+        waiter.pause().await;
+    }
+    Ok(waiter.last())
+}
+
+/// The state of [`wait_for_count`], for clients whose count needs a
+/// `&mut` borrow: feed it each count until [`update`](Self::update)
+/// says done, [`pause`](Self::pause) between polls.
+#[derive(Debug, Clone)]
+pub struct CountWaiter {
+    n: u64,
+    last: Option<u64>,
+    changed: tokio::time::Instant,
+}
+
+impl CountWaiter {
+    /// Waits for `n` messages.
+    pub fn new(n: u64) -> CountWaiter {
+        CountWaiter {
+            n,
+            last: None,
+            changed: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes one count; true when done: the queue holds `n`, or the count
+    /// has not moved for [`IDLE_TIMEOUT`].
+    pub fn update(&mut self, count: u64) -> bool {
+        if self.last != Some(count) {
+            self.last = Some(count);
+            self.changed = tokio::time::Instant::now();
+        }
+        count >= self.n || self.changed.elapsed() > IDLE_TIMEOUT
+    }
+
+    /// The last count (0 before the first).
+    pub fn last(&self) -> u64 {
+        self.last.unwrap_or(0)
+    }
+
+    /// Sleeps between two polls.
+    pub async fn pause(&self) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
