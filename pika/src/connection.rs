@@ -101,9 +101,23 @@ impl ConnectOptions {
         self
     }
 
-    /// TLS with these settings (port 5671 unless set).
+    /// TLS with these settings (port 5671 unless set). Settings left out
+    /// here keep what the URL gave (`cafile`, `certfile`, `keyfile`).
     pub fn ssl(mut self, tls: TlsOptions) -> Self {
-        self.config = self.config.with_tls(tls.0);
+        let TlsConfig {
+            ca_file,
+            cert_file,
+            key_file,
+            server_name,
+            dangerous_accept_invalid_certs,
+        } = tls.0;
+        let mut merged = self.config.tls.take().unwrap_or_default();
+        merged.ca_file = ca_file.or(merged.ca_file);
+        merged.cert_file = cert_file.or(merged.cert_file);
+        merged.key_file = key_file.or(merged.key_file);
+        merged.server_name = server_name.or(merged.server_name);
+        merged.dangerous_accept_invalid_certs |= dangerous_accept_invalid_certs;
+        self.config = self.config.with_tls(merged);
         self
     }
 
@@ -148,6 +162,31 @@ impl ConnectOptions {
     /// The underlying configuration.
     pub fn config(&self) -> &ConnectionConfig {
         &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssl_options_keep_what_the_url_gave() {
+        let options =
+            ConnectOptions::from_url("amqps://h/?cafile=/ca.pem&certfile=/c.pem&keyfile=/k.pem")
+                .unwrap()
+                .ssl(TlsOptions::new().server_name("broker.example"));
+        let tls = options.config().tls.clone().unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(tls.cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("broker.example"));
+        assert_eq!(options.config().port, 5671);
+    }
+
+    #[test]
+    fn login_and_password_are_set_independently() {
+        let options = ConnectOptions::new().password("secret").login("app");
+        assert_eq!(options.config().credentials.username, "app");
+        assert_eq!(options.config().credentials.password(), "secret");
     }
 }
 

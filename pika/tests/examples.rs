@@ -1,0 +1,752 @@
+//! The examples of the workspace's `examples/` folder (the aio-pika
+//! documentation's examples), run as programs against the real broker:
+//! each test starts the compiled example binaries and checks what they
+//! print.
+//!
+//! The binaries are built once per run with `cargo build -p pika
+//! --examples` (`cargo test --test examples` builds only this test). The
+//! examples use fixed queue and exchange names (`hello`, `task_queue`,
+//! `logs`, ...), so the tests run one at a time (a lock) and delete those
+//! queues and exchanges before and after. Two runs of this test binary at
+//! the same time on one broker would still collide.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pika::amqp_wire::{ExchangeDelete, QueueDelete};
+use pika::{Message, ReplyCode};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long an example may take to print a line or to exit.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One test at a time: the examples share queue and exchange names.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into())
+}
+
+/// The folder of the example binaries, built on first use.
+fn examples_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // This test is target/<profile>/deps/examples-<hash>.
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected test binary path {}", exe.display()),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // One job: the examples are small and the machine may be shared.
+        let output = std::process::Command::new(cargo)
+            .args(["build", "-q", "-j", "1", "-p", "pika", "--examples"])
+            .args(["--profile", profile])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo build");
+        assert!(
+            output.status.success(),
+            "cargo build --examples failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        profile_dir.join("examples")
+    })
+}
+
+/// A running example. Killed when dropped (`kill_on_drop`), so that a
+/// failed test leaves nothing behind.
+struct Example {
+    name: String,
+    child: Child,
+    /// Its stdout, line by line, read by a task.
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Its stderr, all of it once it exits.
+    stderr: Option<JoinHandle<String>>,
+    /// The stdout lines read so far.
+    seen: Vec<String>,
+}
+
+/// Starts example `name` with `args`, and `PIKA_EXAMPLE_MAX_MESSAGES` when
+/// `max_messages` is given.
+fn start(name: &str, args: &[&str], max_messages: Option<usize>) -> Example {
+    let mut command = Command::new(examples_dir().join(name));
+    command
+        .args(args)
+        .env("AMQP_URL", url())
+        .env_remove("PIKA_EXAMPLE_MAX_MESSAGES")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(max) = max_messages {
+        command.env("PIKA_EXAMPLE_MAX_MESSAGES", max.to_string());
+    }
+    start_command(name, command)
+}
+
+fn start_command(name: &str, mut command: Command) -> Example {
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start example {name}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (sender, lines) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    Example {
+        name: name.to_string(),
+        child,
+        lines,
+        stderr: Some(stderr),
+        seen: Vec::new(),
+    }
+}
+
+impl Example {
+    /// The next stdout line; `None` once stdout is closed.
+    async fn next_line(&mut self) -> Option<String> {
+        let line = self.lines.recv().await?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Reads stdout until a line contains `text`; returns that line.
+    async fn wait_for(&mut self, text: &str) -> String {
+        let found = tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = self.next_line().await {
+                if line.contains(text) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                let stderr = self.take_stderr().await;
+                panic!(
+                    "{} exited without printing {text:?}; stdout:\n{}\nstderr:\n{stderr}",
+                    self.name,
+                    self.seen.join("\n"),
+                )
+            }
+            Err(_) => panic!(
+                "{} did not print {text:?} within {TIMEOUT:?}; stdout:\n{}",
+                self.name,
+                self.seen.join("\n")
+            ),
+        }
+    }
+
+    async fn take_stderr(&mut self) -> String {
+        match self.stderr.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .map(|text| text.unwrap_or_default())
+                .unwrap_or_else(|_| "(still open)".into()),
+            None => String::new(),
+        }
+    }
+
+    /// Waits for the exit; returns the status, all stdout and stderr.
+    async fn exit(mut self) -> (ExitStatus, String, String) {
+        let status = match tokio::time::timeout(TIMEOUT, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the example"),
+            Err(_) => panic!(
+                "{} did not exit within {TIMEOUT:?}; stdout so far:\n{}",
+                self.name,
+                self.seen.join("\n")
+            ),
+        };
+        while self.next_line().await.is_some() {}
+        let stderr = self.take_stderr().await;
+        (status, self.seen.join("\n"), stderr)
+    }
+
+    /// Waits for a successful exit; returns all stdout.
+    async fn finish(self) -> String {
+        let name = self.name.clone();
+        let (status, stdout, stderr) = self.exit().await;
+        assert!(
+            status.success(),
+            "{name} failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        stdout
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    fn interrupt(&self) {
+        let pid = self.child.id().expect("the example is running");
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {pid}");
+    }
+}
+
+/// Runs example `name` to its successful end; returns its stdout.
+async fn run(name: &str, args: &[&str]) -> String {
+    start(name, args, None).finish().await
+}
+
+async fn connect() -> pika::Connection {
+    pika::connect(&url())
+        .await
+        .expect("connect to the local RabbitMQ")
+}
+
+/// Deletes queues and exchanges that the examples declare, whether they
+/// exist or not, with whatever messages and consumers they have.
+async fn clean_up(queues: &[&str], exchanges: &[&str]) {
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    for queue in queues {
+        let delete = QueueDelete {
+            queue: (*queue).try_into().unwrap(),
+            ..Default::default()
+        };
+        channel.call(delete, "queue.delete", None).await.unwrap();
+    }
+    for exchange in exchanges {
+        let delete = ExchangeDelete {
+            exchange: (*exchange).try_into().unwrap(),
+            ..Default::default()
+        };
+        channel.call(delete, "exchange.delete", None).await.unwrap();
+    }
+    connection.close().await.unwrap();
+}
+
+/// The bodies of the messages in `queue`, taken out of it.
+async fn drain(queue: &pika::Queue) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while let Some(message) = queue.get().fail(false).no_ack(true).await.unwrap() {
+        bodies.push(String::from_utf8_lossy(message.body()).into_owned());
+    }
+    bodies
+}
+
+fn lines_with<'a>(stdout: &'a str, text: &str) -> Vec<&'a str> {
+    stdout.lines().filter(|l| l.contains(text)).collect()
+}
+
+#[tokio::test]
+async fn simple_publisher_and_simple_consumer() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["test_queue"], &[]).await;
+
+    // Without the queue, the publisher says its message came back.
+    let stdout = run("simple_publisher", &[]).await;
+    assert!(
+        stdout.contains("No queue 'test_queue' yet"),
+        "stdout:\n{stdout}"
+    );
+
+    // With the queue (declared as the consumer declares it), the message
+    // waits there for the consumer, which stops at it.
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    channel
+        .declare_queue("test_queue")
+        .auto_delete(true)
+        .await
+        .unwrap();
+    let stdout = run("simple_publisher", &[]).await;
+    assert_eq!(stdout, " [x] Sent 'Hello test_queue'");
+    let stdout = run("simple_consumer", &[]).await;
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            " [*] Waiting for messages. To exit press CTRL+C",
+            r#"b"Hello test_queue""#
+        ]
+    );
+
+    connection.close().await.unwrap();
+    clean_up(&["test_queue"], &[]).await;
+}
+
+#[tokio::test]
+async fn simple_consumer_stops_after_max_messages() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["test_queue"], &[]).await;
+
+    let mut consumer = start("simple_consumer", &[], Some(2));
+    consumer.wait_for(" [*] Waiting for messages").await;
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    for body in ["one", "two", "three"] {
+        channel
+            .default_exchange()
+            .publish(Message::new(body), "test_queue")
+            .await
+            .unwrap();
+    }
+    let stdout = consumer.finish().await;
+    assert!(stdout.ends_with("b\"one\"\nb\"two\""), "stdout:\n{stdout}");
+
+    connection.close().await.unwrap();
+    clean_up(&["test_queue"], &[]).await;
+}
+
+#[tokio::test]
+async fn async_processing_handles_messages_concurrently() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["test_queue"], &[]).await;
+
+    let mut consumer = start("async_processing", &[], Some(3));
+    consumer.wait_for(" [*] Waiting for messages").await;
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let started = Instant::now();
+    for body in ["one", "two", "three"] {
+        channel
+            .default_exchange()
+            .publish(Message::new(body), "test_queue")
+            .await
+            .unwrap();
+    }
+    let stdout = consumer.finish().await;
+    // Each message takes a second; one after the other would take three.
+    let elapsed = started.elapsed();
+    for body in ["b\"one\"", "b\"two\"", "b\"three\""] {
+        assert_eq!(lines_with(&stdout, body).len(), 1, "stdout:\n{stdout}");
+    }
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+
+    connection.close().await.unwrap();
+    clean_up(&["test_queue"], &[]).await;
+}
+
+#[tokio::test]
+async fn transactions_deliver_committed_messages_only() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["test_queue"], &[]).await;
+
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue("test_queue")
+        .auto_delete(true)
+        .await
+        .unwrap();
+    let stdout = run("transactions", &[]).await;
+    assert!(
+        stdout.contains(" [x] Rolled back 'Should be rejected'"),
+        "stdout:\n{stdout}"
+    );
+
+    let mut expected: Vec<String> = (0..10).map(|i| format!("Hello #{i}")).collect();
+    expected.push("Hello test_queue".into());
+    assert_eq!(drain(&queue).await, expected);
+
+    connection.close().await.unwrap();
+    clean_up(&["test_queue"], &[]).await;
+}
+
+#[tokio::test]
+async fn get_single_message_round_trip_and_cleanup() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["test_queue"], &["direct"]).await;
+
+    let stdout = run("get_single_message", &[]).await;
+    assert_eq!(stdout, " [x] Received 'Hello' (text/plain, header foo=bar)");
+
+    // It deleted its queue (and its auto-delete exchange went with the
+    // binding).
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let error = channel.get_queue("test_queue").await.unwrap_err();
+    assert_eq!(error.reply_code(), Some(ReplyCode::NOT_FOUND));
+    let channel = connection.channel().await.unwrap();
+    let error = channel.get_exchange("direct").await.unwrap_err();
+    assert_eq!(error.reply_code(), Some(ReplyCode::NOT_FOUND));
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn tut1_hello_world() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["hello"], &[]).await;
+
+    let mut receiver = start("tut1_receive", &[], Some(1));
+    receiver
+        .wait_for(" [*] Waiting for messages. To exit press CTRL+C")
+        .await;
+    let stdout = run("tut1_send", &[]).await;
+    assert_eq!(stdout, " [x] Sent 'Hello World!'");
+
+    let stdout = receiver.finish().await;
+    assert!(
+        stdout.contains(" [x] Received message MessageInfo {"),
+        "stdout:\n{stdout}"
+    );
+    let tail: Vec<&str> = stdout.lines().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        [
+            "After sleep!",
+            "Before sleep!",
+            r#"Message body is: b"Hello World!""#
+        ]
+    );
+
+    clean_up(&["hello"], &[]).await;
+}
+
+#[tokio::test]
+async fn tut2_work_queue_shares_tasks_between_workers() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["task_queue"], &[]).await;
+
+    let mut workers = [
+        start("tut2_worker", &[], None),
+        start("tut2_worker", &[], None),
+    ];
+    for worker in &mut workers {
+        worker
+            .wait_for(" [*] Waiting for messages. To exit press CTRL+C")
+            .await;
+    }
+    let tasks = [
+        "First message.",
+        "Second message.",
+        "Third message.",
+        "Fourth message.",
+    ];
+    for task in tasks {
+        let words: Vec<&str> = task.split(' ').collect();
+        let stdout = run("tut2_new_task", &words).await;
+        assert_eq!(stdout, format!(" [x] Sent '{task}'"));
+    }
+
+    // Wait until the workers have done the four tasks between them.
+    let [first, second] = &mut workers;
+    let mut done = 0;
+    while done < tasks.len() {
+        let line = tokio::time::timeout(TIMEOUT, async {
+            tokio::select! {
+                Some(line) = first.next_line() => line,
+                Some(line) = second.next_line() => line,
+                else => panic!("both workers exited"),
+            }
+        })
+        .await
+        .expect("the workers finish the tasks");
+        if line == " [x] Done" {
+            done += 1;
+        }
+    }
+    // Ctrl-C stops them (after their last acks).
+    let mut received = Vec::new();
+    for worker in workers {
+        worker.interrupt();
+        let stdout = worker.finish().await;
+        let mine = lines_with(&stdout, " [x] Received ");
+        // Prefetch 1 and a second of work per task: both get some.
+        assert!(!mine.is_empty(), "a worker got no task:\n{stdout}");
+        received.extend(mine.iter().map(|l| l.to_string()));
+    }
+    received.sort();
+    let mut expected: Vec<String> = tasks
+        .iter()
+        .map(|t| format!(" [x] Received '{t}'"))
+        .collect();
+    expected.sort();
+    assert_eq!(received, expected);
+
+    // Every task was acked: the durable queue is empty.
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let queue = channel.get_queue("task_queue").await.unwrap();
+    assert_eq!(queue.declared_message_count(), 0);
+    connection.close().await.unwrap();
+    clean_up(&["task_queue"], &[]).await;
+}
+
+#[tokio::test]
+async fn tut3_every_receiver_gets_every_log() {
+    let _lock = BROKER.lock().await;
+    clean_up(&[], &["logs"]).await;
+
+    let mut receivers = [
+        start("tut3_receive_logs", &[], Some(1)),
+        start("tut3_receive_logs", &[], Some(1)),
+    ];
+    for receiver in &mut receivers {
+        receiver
+            .wait_for(" [*] Waiting for logs. To exit press CTRL+C")
+            .await;
+    }
+    let stdout = run("tut3_emit_log", &["Something", "happened"]).await;
+    assert_eq!(stdout, " [x] Sent 'Something happened'");
+    for receiver in receivers {
+        let stdout = receiver.finish().await;
+        assert!(
+            stdout.ends_with("\n[x] 'Something happened'"),
+            "stdout:\n{stdout}"
+        );
+    }
+
+    clean_up(&[], &["logs"]).await;
+}
+
+#[tokio::test]
+async fn tut4_receivers_get_their_severities_only() {
+    let _lock = BROKER.lock().await;
+    clean_up(&[], &["direct_logs"]).await;
+
+    let (status, _, stderr) = start("tut4_receive_logs_direct", &[], None).exit().await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("Usage:") && stderr.contains("[info] [warning] [error]"),
+        "stderr:\n{stderr}"
+    );
+
+    let mut receiver = start("tut4_receive_logs_direct", &["warning", "error"], Some(2));
+    receiver
+        .wait_for(" [*] Waiting for messages. To exit press CTRL+C")
+        .await;
+    let sends: [&[&str]; 3] = [
+        &["info", "Not", "for", "this", "receiver"],
+        &["error", "Run. Run. Or it will explode."],
+        &["warning", "Low", "disk"],
+    ];
+    for args in sends {
+        run("tut4_emit_log_direct", args).await;
+    }
+    // As in the Python original: one argument alone is not a severity.
+    let stdout = run("tut4_emit_log_direct", &["error"]).await;
+    assert_eq!(stdout, " [x] Sent 'info':'Hello World!'");
+
+    let stdout = receiver.finish().await;
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            " [*] Waiting for messages. To exit press CTRL+C",
+            " [x] 'error':'Run. Run. Or it will explode.'",
+            " [x] 'warning':'Low disk'",
+        ]
+    );
+
+    clean_up(&[], &["direct_logs"]).await;
+}
+
+#[tokio::test]
+async fn tut5_receivers_get_matching_topics_only() {
+    let _lock = BROKER.lock().await;
+    clean_up(&[], &["topic_logs"]).await;
+
+    let (status, _, stderr) = start("tut5_receive_logs_topic", &[], None).exit().await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("Usage:") && stderr.contains("[binding_key]..."),
+        "stderr:\n{stderr}"
+    );
+
+    let mut receiver = start(
+        "tut5_receive_logs_topic",
+        &["kern.*", "*.critical"],
+        Some(3),
+    );
+    receiver
+        .wait_for(" [*] Waiting for messages. To exit press CTRL+C")
+        .await;
+    let sends: [&[&str]; 5] = [
+        &["cron.info", "Not", "matched"],
+        &["kern.critical", "A critical kernel error"],
+        &["kern.info.extra", "Not", "matched", "either"],
+        &["cron.critical", "Cron", "is", "down"],
+        &["kern.info", "Kernel", "info"],
+    ];
+    for args in sends {
+        let stdout = run("tut5_emit_log_topic", args).await;
+        assert!(stdout.starts_with(&format!(" [x] Sent '{}':'", args[0])));
+    }
+
+    let stdout = receiver.finish().await;
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            " [*] Waiting for messages. To exit press CTRL+C",
+            " [x] 'kern.critical':'A critical kernel error'",
+            " [x] 'cron.critical':'Cron is down'",
+            " [x] 'kern.info':'Kernel info'",
+        ]
+    );
+
+    clean_up(&[], &["topic_logs"]).await;
+}
+
+#[tokio::test]
+async fn tut6_rpc_round_trips() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["rpc_queue"], &[]).await;
+
+    // No server queue: the request comes back, the client says so.
+    let (status, stdout, stderr) = start("tut6_rpc_client", &["3"], None).exit().await;
+    assert!(!status.success(), "stdout:\n{stdout}");
+    assert!(
+        stderr.contains("start tut6_rpc_server first"),
+        "stderr:\n{stderr}"
+    );
+
+    let mut server = start("tut6_rpc_server", &[], Some(2));
+    server.wait_for(" [x] Awaiting RPC requests").await;
+    let stdout = run("tut6_rpc_client", &["10"]).await;
+    assert_eq!(stdout, " [x] Requesting fib(10)\n [.] Got 55");
+    let stdout = run("tut6_rpc_client", &[]).await;
+    assert_eq!(stdout, " [x] Requesting fib(30)\n [.] Got 832040");
+
+    let stdout = server.finish().await;
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            " [x] Awaiting RPC requests",
+            " [.] fib(10)",
+            "Request complete",
+            " [.] fib(30)",
+            "Request complete",
+        ]
+    );
+
+    clean_up(&["rpc_queue"], &[]).await;
+}
+
+/// One HTTP/1.1 request; returns the status code and the body.
+async fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to web_axum");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response))
+        .await
+        .expect("an HTTP response in time")
+        .unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("an HTTP response: {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head:?}"));
+    (status, body.to_string())
+}
+
+#[tokio::test]
+async fn web_axum_publishes_and_subscribes() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["test"], &[]).await;
+
+    // A port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = Command::new(examples_dir().join("web_axum"));
+    command
+        .env("AMQP_URL", url())
+        .env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut app = start_command("web_axum", command);
+    app.wait_for(&format!("Listening on http://127.0.0.1:{port}"))
+        .await;
+
+    // Publish, then subscribe: the message waits in the app.
+    assert_eq!(
+        http(port, "POST", "/publish", "Hello web").await,
+        (200, "OK".into())
+    );
+    assert_eq!(
+        http(port, "GET", "/subscribe", "").await,
+        (200, "Hello web".into())
+    );
+
+    // Subscribe first: the request waits for the next message.
+    let waiting = tokio::spawn(http(port, "GET", "/subscribe", ""));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "/subscribe answered without a message"
+    );
+    assert_eq!(
+        http(port, "POST", "/publish", "Second").await,
+        (200, "OK".into())
+    );
+    assert_eq!(waiting.await.unwrap(), (200, "Second".into()));
+
+    app.interrupt();
+    app.finish().await;
+    clean_up(&["test"], &[]).await;
+}
+
+#[tokio::test]
+async fn quickstart_publishes_consumes_and_prints() {
+    let _broker = BROKER.lock().await;
+    let stdout = run("quickstart", &[]).await;
+    assert!(stdout.contains("published: Ack"), "{stdout}");
+    assert!(stdout.contains("received \"Hello from pika!\" (routing key greetings.world, content type Some(\"text/plain\"))"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("done"), "{stdout}");
+}
+
+#[tokio::test]
+async fn external_credentials_logs_in_with_the_client_certificate() {
+    // A second RabbitMQ node with TLS and the EXTERNAL mechanism, made for
+    // this test (nextest group second-node runs its users one at a time).
+    let node = pika_test_support::SecondNode::start();
+    let mut command = Command::new(examples_dir().join("external_credentials"));
+    command
+        .env(
+            "AMQP_URL",
+            format!(
+                "amqps://localhost:{}/",
+                pika_test_support::SecondNode::TLS_PORT
+            ),
+        )
+        .env("PIKA_TLS_CA", node.cert("ca.pem"))
+        .env("PIKA_TLS_CERT", node.cert("client.pem"))
+        .env("PIKA_TLS_KEY", node.cert("client.key"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let stdout = start_command("external_credentials", command)
+        .finish()
+        .await;
+    assert!(stdout.contains(" [x] Sent 'Hello test_queue'"), "{stdout}");
+    drop(node);
+}
