@@ -78,7 +78,8 @@ pub struct Channel {
 #[derive(Debug)]
 pub struct PublishConfirm {
     rx: Option<oneshot::Receiver<PublishOutcome>>,
-    channel: Arc<ChannelInner>,
+    /// For the close reason, when the task drops the confirm unanswered.
+    channel: Option<Arc<ChannelInner>>,
 }
 
 impl Future for PublishConfirm {
@@ -92,7 +93,11 @@ impl Future for PublishConfirm {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
             Poll::Ready(Err(_)) => {
-                Poll::Ready(PublishOutcome::Indeterminate(self.channel.closed_error()))
+                let error = match &self.channel {
+                    Some(channel) => channel.closed_error(),
+                    None => Error::InvalidState("the publish confirm was dropped unanswered"),
+                };
+                Poll::Ready(PublishOutcome::Indeterminate(error))
             }
         }
     }
@@ -188,9 +193,10 @@ impl Channel {
     pub async fn publish(
         &self,
         publish: BasicPublish,
-        properties: BasicProperties,
+        properties: impl Into<Box<BasicProperties>>,
         body: Bytes,
     ) -> Result<PublishConfirm> {
+        let properties = properties.into();
         amqp_wire::check_publish_fits(&publish, &properties, self.inner.conn.tuning.frame_max)?;
         if body.len() as u64 > self.inner.conn.max_body_size {
             return Err(amqp_wire::BodyError::TooLarge {
@@ -215,15 +221,21 @@ impl Channel {
             body,
             confirm,
         };
-        self.inner
-            .conn
-            .publishes
-            .send(command)
-            .await
-            .map_err(|_| self.inner.closed_error())?;
+        // Most publishes find room in the queue: no send future to build.
+        match self.inner.conn.publishes.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => self
+                .inner
+                .conn
+                .publishes
+                .send(command)
+                .await
+                .map_err(|_| self.inner.closed_error())?,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.inner.closed_error()),
+        }
         Ok(PublishConfirm {
+            channel: rx.is_some().then(|| self.inner.clone()),
             rx,
-            channel: self.inner.clone(),
         })
     }
 

@@ -120,7 +120,9 @@ pub(crate) enum Command {
 pub(crate) struct PublishCommand {
     pub(crate) channel: ChannelRef,
     pub(crate) publish: BasicPublish,
-    pub(crate) properties: BasicProperties,
+    /// Boxed: the properties are a few hundred bytes and the command moves
+    /// through the queue and the task.
+    pub(crate) properties: Box<BasicProperties>,
     pub(crate) body: Bytes,
     /// Where the confirm goes (channels in confirm mode).
     pub(crate) confirm: Option<oneshot::Sender<PublishOutcome>>,

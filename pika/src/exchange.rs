@@ -10,7 +10,7 @@ use amqp_wire::{
     BasicPublish, ExchangeBind, ExchangeDelete, ExchangeUnbind, FieldTable, ShortString,
 };
 
-use crate::channel::{into_future, Channel};
+use crate::channel::Channel;
 use crate::error::{with_timeout, Error, Result};
 use crate::message::{short, Message, ReturnedMessage};
 
@@ -137,11 +137,11 @@ impl Exchange {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn publish(&self, message: Message, routing_key: &str) -> Publish<'_> {
+    pub fn publish<'a>(&'a self, message: Message, routing_key: &'a str) -> Publish<'a> {
         Publish {
             exchange: self,
             message,
-            routing_key: routing_key.to_string(),
+            routing_key,
             mandatory: true,
             immediate: false,
             timeout: None,
@@ -235,7 +235,7 @@ impl ExchangeName for &String {
 pub struct Publish<'a> {
     exchange: &'a Exchange,
     message: Message,
-    routing_key: String,
+    routing_key: &'a str,
     mandatory: bool,
     immediate: bool,
     timeout: Option<Duration>,
@@ -262,35 +262,95 @@ impl<'a> Publish<'a> {
         self
     }
 
-    async fn run(self) -> Result<Confirmation> {
+    /// Queues the message for the socket and returns at once with a
+    /// [`PendingConfirmation`] to await later, so that one task can keep
+    /// many publishes in flight (awaiting the builder itself waits for each
+    /// confirm in turn).
+    ///
+    /// ```no_run
+    /// # async fn example(exchange: pika::Exchange) -> pika::Result<()> {
+    /// use pika::Message;
+    /// let mut pending = Vec::new();
+    /// for n in 0..100 {
+    ///     pending.push(exchange.publish(Message::new(format!("{n}")), "tasks").send().await?);
+    /// }
+    /// for confirmation in pending {
+    ///     assert!(confirmation.await?.is_ack());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes publishes nothing; once it
+    /// returned, the message is queued and dropping the
+    /// `PendingConfirmation` only stops waiting for the broker's answer.
+    pub async fn send(self) -> Result<PendingConfirmation> {
         let (properties, body) = self.message.into_parts()?;
         let publish = BasicPublish {
             exchange: self.exchange.name.clone(),
-            routing_key: short("routing key", &self.routing_key)?,
+            routing_key: short("routing key", self.routing_key)?,
             mandatory: self.mandatory,
             immediate: self.immediate,
             ..Default::default()
         };
         let channel = &self.exchange.channel;
-        with_timeout("basic.publish", self.timeout, async {
-            let confirm = channel.inner.publish(publish, properties, body).await?;
-            match confirm.await {
-                PublishOutcome::Ack => Ok(Confirmation::Ack),
-                PublishOutcome::Nack => Ok(Confirmation::Nack),
-                PublishOutcome::NotConfirmed => Ok(Confirmation::NotConfirmed),
-                PublishOutcome::Returned(returned) => {
-                    let returned = Box::new(ReturnedMessage::from(*returned));
-                    if channel.on_return_raises {
-                        Err(Error::DeliveryError(returned))
-                    } else {
-                        Ok(Confirmation::Returned(returned))
-                    }
-                }
-                PublishOutcome::Indeterminate(error) => Err(Error::Indeterminate(error)),
-            }
+        let confirm = channel.inner.publish(publish, properties, body).await?;
+        Ok(PendingConfirmation {
+            confirm,
+            on_return_raises: channel.on_return_raises,
         })
-        .await
+    }
+
+    async fn run(self) -> Result<Confirmation> {
+        let timeout = self.timeout;
+        with_timeout("basic.publish", timeout, async { self.send().await?.await }).await
     }
 }
 
-into_future!(Publish => Confirmation);
+impl<'a> IntoFuture for Publish<'a> {
+    type Output = Result<Confirmation>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Confirmation>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        match self.timeout {
+            // The common case, without the timeout's layer of future state.
+            None => Box::pin(async move { self.send().await?.await }),
+            Some(_) => Box::pin(self.run()),
+        }
+    }
+}
+
+/// A queued publish whose confirmation has not been awaited yet: see
+/// [`Publish::send`]. Await it for the [`Confirmation`].
+#[must_use = "await it for the broker's confirmation"]
+#[derive(Debug)]
+pub struct PendingConfirmation {
+    confirm: amqp_conn::PublishConfirm,
+    on_return_raises: bool,
+}
+
+impl Future for PendingConfirmation {
+    type Output = Result<Confirmation>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let outcome = std::task::ready!(Pin::new(&mut self.confirm).poll(cx));
+        std::task::Poll::Ready(match outcome {
+            PublishOutcome::Ack => Ok(Confirmation::Ack),
+            PublishOutcome::Nack => Ok(Confirmation::Nack),
+            PublishOutcome::NotConfirmed => Ok(Confirmation::NotConfirmed),
+            PublishOutcome::Returned(returned) => {
+                let returned = Box::new(ReturnedMessage::from(*returned));
+                if self.on_return_raises {
+                    Err(Error::DeliveryError(returned))
+                } else {
+                    Ok(Confirmation::Returned(returned))
+                }
+            }
+            PublishOutcome::Indeterminate(error) => Err(Error::Indeterminate(error)),
+        })
+    }
+}

@@ -69,7 +69,9 @@ pub use amqp_wire::{BasicProperties, FieldTable, FieldValue, ReplyCode};
 pub use channel::{Channel, DeclareExchange, DeclareQueue, SetQos};
 pub use connection::{connect, connect_with, ConnectOptions, Connection, OpenChannel, TlsOptions};
 pub use error::{Error, Result};
-pub use exchange::{Confirmation, Exchange, ExchangeName, ExchangeType, Publish};
+pub use exchange::{
+    Confirmation, Exchange, ExchangeName, ExchangeType, PendingConfirmation, Publish,
+};
 pub use incoming::{IncomingMessage, Process, ProcessGuard};
 pub use message::{table, DeliveryMode, Message, MessageInfo, ReturnedMessage};
 pub use queue::{Bind, Consume, Delete, Get, Iterator, Queue, QueueIterator};

@@ -57,7 +57,8 @@ impl DeliveryMode {
 pub struct Message {
     /// The body.
     pub body: Bytes,
-    properties: BasicProperties,
+    /// Boxed so a message moves cheaply on the way to the socket.
+    properties: Box<BasicProperties>,
     /// The first invalid property given (a name over 255 bytes); reported
     /// when the message is published.
     invalid: Option<(&'static str, String)>,
@@ -171,7 +172,7 @@ impl Message {
 
     /// All properties at once (replaces what was set).
     pub fn properties(mut self, properties: BasicProperties) -> Self {
-        self.properties = properties;
+        self.properties = Box::new(properties);
         self
     }
 
@@ -185,7 +186,7 @@ impl Message {
         MessageInfo::new(self.body.len(), &self.properties)
     }
 
-    pub(crate) fn into_parts(self) -> Result<(BasicProperties, Bytes)> {
+    pub(crate) fn into_parts(self) -> Result<(Box<BasicProperties>, Bytes)> {
         if let Some((what, reason)) = self.invalid {
             return Err(Error::InvalidArgument { what, reason });
         }

@@ -522,3 +522,37 @@ async fn queue_delete_defaults_refuse_a_queue_with_messages() {
     assert_eq!(queue.delete().if_empty(false).await.unwrap(), 1);
     connection.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn send_keeps_many_publishes_in_flight_and_each_is_confirmed() {
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue(&unique("in-flight"))
+        .exclusive(true)
+        .await
+        .unwrap();
+    let exchange = channel.default_exchange();
+    let mut pending = Vec::new();
+    for n in 0..500 {
+        pending.push(
+            exchange
+                .publish(Message::new(format!("{n}")), queue.name())
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    for confirmation in pending {
+        assert!(confirmation.await.unwrap().is_ack());
+    }
+    assert_eq!(
+        channel
+            .get_queue(queue.name())
+            .await
+            .unwrap()
+            .declared_message_count(),
+        500
+    );
+    connection.close().await.unwrap();
+}

@@ -190,14 +190,8 @@ impl ChannelState {
             confirm,
             ..
         } = command;
-        if let Err(error) = amqp_wire::check_publish_fits(&publish, &properties, frame_max) {
-            // Handles check this before sending; keep the frame stream valid.
-            tracing::error!(%error, "publish does not fit in frame_max");
-            if let Some(confirm) = confirm {
-                let _ = confirm.send(PublishOutcome::Indeterminate(error.into()));
-            }
-            return;
-        }
+        // Channel::publish checked that the frames fit in frame_max.
+        debug_assert!(amqp_wire::check_publish_fits(&publish, &properties, frame_max).is_ok());
         match &mut self.confirms {
             Some(tracker) => {
                 let mandatory = publish

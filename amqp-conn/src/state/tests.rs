@@ -160,7 +160,7 @@ impl Harness {
                 mandatory,
                 ..Default::default()
             },
-            properties: BasicProperties::default(),
+            properties: Box::default(),
             body: Bytes::from_static(b"body"),
             confirm: Some(confirm),
         });

@@ -1,17 +1,13 @@
-//! `--client pika`: the scenarios on amqp-conn, the connection layer the
-//! `pika` crate is a thin layer over ([`Connection`], [`Channel`],
-//! [`Consumer`](amqp_conn::Consumer)). Written as an application would
-//! use it: one `Bytes` body per message, a confirm future per publish,
-//! one `ack` call per delivery.
+//! `--client pika`: the scenarios on the `pika` API, written as an
+//! application would: a [`Message`] per publish through an exchange, a
+//! [`QueueIterator`](pika::QueueIterator) to consume, one `ack` per
+//! delivery.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use amqp_conn::{Channel, Connection, ConnectionConfig, PublishConfirm, PublishOutcome};
-use amqp_wire::{
-    BasicConsume, BasicProperties, BasicPublish, BasicQos, Method, QueueDeclare, QueueDelete,
-    ShortString,
-};
+use futures_util::StreamExt;
+use pika::{Channel, Connection, Exchange, Message, PendingConfirmation, Queue};
 use tokio::time::timeout;
 
 use crate::body;
@@ -23,7 +19,7 @@ use crate::scenario::{
 use crate::tracking::SeqTracker;
 use crate::Result;
 
-/// Runs `config.scenario` with amqp-conn.
+/// Runs `config.scenario` with pika.
 pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
     match config.scenario {
         Scenario::Publish => publish(config).await,
@@ -33,68 +29,35 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
     }
 }
 
-/// Opens a connection to `config.url`.
+/// Opens a connection to `url`.
 pub async fn connect(url: &str) -> Result<Connection> {
-    Ok(Connection::open(ConnectionConfig::from_url(url)?).await?)
+    Ok(pika::connect(url).await?)
 }
 
-fn short(text: &str) -> Result<ShortString> {
-    Ok(ShortString::try_from(text)?)
-}
-
-/// Declares a fresh non-durable queue.
-async fn declare(channel: &Channel, queue: &ShortString) -> Result<()> {
-    channel
-        .call(QueueDeclare {
-            queue: queue.clone(),
-            ..Default::default()
-        })
-        .await?;
-    Ok(())
+/// A channel without publisher confirms: publishes return once queued.
+async fn fast_channel(connection: &Connection) -> Result<Channel> {
+    Ok(connection.channel().publisher_confirms(false).await?)
 }
 
 /// The queue's message count, from a passive declare.
-async fn message_count(channel: &Channel, queue: &ShortString) -> Result<u64> {
-    let reply = channel
-        .call(QueueDeclare {
-            queue: queue.clone(),
-            passive: true,
-            ..Default::default()
-        })
-        .await?;
-    match reply {
-        Method::QueueDeclareOk(ok) => Ok(u64::from(ok.message_count)),
-        other => Err(format!("expected queue.declare-ok, got {other:?}").into()),
-    }
+async fn message_count(channel: &Channel, name: &str) -> Result<u64> {
+    Ok(u64::from(
+        channel.get_queue(name).await?.declared_message_count(),
+    ))
 }
 
-async fn delete(channel: &Channel, queue: &ShortString) -> Result<()> {
-    channel
-        .call(QueueDelete {
-            queue: queue.clone(),
-            ..Default::default()
-        })
-        .await?;
+async fn delete(queue: &Queue) -> Result<()> {
+    queue.delete().if_unused(false).if_empty(false).await?;
     Ok(())
 }
 
-fn to_queue(queue: &ShortString) -> BasicPublish {
-    BasicPublish {
-        routing_key: queue.clone(),
-        ..Default::default()
-    }
-}
-
-/// Publishes the bodies `0..n` to `queue`, without waiting for confirms.
-async fn publish_bodies(channel: &Channel, queue: &ShortString, n: u64, size: usize) -> Result<()> {
-    let publish = to_queue(queue);
+/// Publishes the bodies `0..n` to `queue` through the default exchange,
+/// on a channel without confirms.
+async fn publish_bodies(exchange: &Exchange, queue: &str, n: u64, size: usize) -> Result<()> {
     for seq in 0..n {
-        channel
-            .publish(
-                publish.clone(),
-                BasicProperties::default(),
-                body::encode(seq, size),
-            )
+        exchange
+            .publish(Message::new(body::encode(seq, size)), queue)
+            .mandatory(false)
             .await?;
     }
     Ok(())
@@ -102,16 +65,16 @@ async fn publish_bodies(channel: &Channel, queue: &ShortString, n: u64, size: us
 
 async fn publish(config: &ScenarioConfig) -> Result<Measured> {
     let connection = connect(&config.url).await?;
-    let channel = connection.open_channel().await?;
-    let queue = short(&unique_name("publish"))?;
-    declare(&channel, &queue).await?;
+    let channel = fast_channel(&connection).await?;
+    let queue = channel.declare_queue(&unique_name("publish")).await?;
+    let exchange = channel.default_exchange();
 
     let timer = Timer::start();
-    publish_bodies(&channel, &queue, config.n, config.size).await?;
-    let count = wait_for_count(config.n, || message_count(&channel, &queue)).await?;
+    publish_bodies(&exchange, queue.name(), config.n, config.size).await?;
+    let count = wait_for_count(config.n, || message_count(&channel, queue.name())).await?;
     let elapsed = timer.stop();
 
-    delete(&channel, &queue).await?;
+    delete(&queue).await?;
     connection.close().await?;
     Ok(Measured {
         elapsed,
@@ -123,36 +86,36 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
 
 async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
     let connection = connect(&config.url).await?;
-    let channel = connection.open_channel().await?;
-    let queue = short(&unique_name("publish-confirm"))?;
-    declare(&channel, &queue).await?;
-    channel.confirm_select().await?;
+    let channel = connection.channel().await?;
+    let queue = channel
+        .declare_queue(&unique_name("publish-confirm"))
+        .await?;
+    let exchange = channel.default_exchange();
 
     let timer = Timer::start();
-    let publish = to_queue(&queue);
-    let mut window: VecDeque<PublishConfirm> = VecDeque::with_capacity(CONFIRM_WINDOW);
+    let mut window: VecDeque<PendingConfirmation> = VecDeque::with_capacity(CONFIRM_WINDOW);
     let mut acked = 0u64;
     for seq in 0..config.n {
         if window.len() == CONFIRM_WINDOW {
             let oldest = window.pop_front().expect("the window is full");
-            acked += u64::from(oldest.await.is_ack());
+            acked += u64::from(oldest.await?.is_ack());
         }
-        let confirm = channel
-            .publish(
-                publish.clone(),
-                BasicProperties::default(),
-                body::encode(seq, config.size),
-            )
-            .await?;
-        window.push_back(confirm);
+        let message = Message::new(body::encode(seq, config.size));
+        window.push_back(
+            exchange
+                .publish(message, queue.name())
+                .mandatory(false)
+                .send()
+                .await?,
+        );
     }
-    for confirm in window {
-        acked += u64::from(matches!(confirm.await, PublishOutcome::Ack));
+    for pending in window {
+        acked += u64::from(pending.await?.is_ack());
     }
     let elapsed = timer.stop();
 
-    let count = message_count(&channel, &queue).await?;
-    delete(&channel, &queue).await?;
+    let count = message_count(&channel, queue.name()).await?;
+    delete(&queue).await?;
     connection.close().await?;
     Ok(Measured {
         elapsed,
@@ -164,44 +127,37 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
 
 async fn consume(config: &ScenarioConfig) -> Result<Measured> {
     let connection = connect(&config.url).await?;
-    let channel = connection.open_channel().await?;
-    let queue = short(&unique_name("consume"))?;
-    declare(&channel, &queue).await?;
-    publish_bodies(&channel, &queue, config.n, config.size).await?;
-    let filled = wait_for_count(config.n, || message_count(&channel, &queue)).await?;
+    let channel = fast_channel(&connection).await?;
+    let queue = channel.declare_queue(&unique_name("consume")).await?;
+    publish_bodies(
+        &channel.default_exchange(),
+        queue.name(),
+        config.n,
+        config.size,
+    )
+    .await?;
+    let filled = wait_for_count(config.n, || message_count(&channel, queue.name())).await?;
     if filled != config.n {
         return Err(format!("prefill: the queue holds {filled} of {} messages", config.n).into());
     }
 
     let timer = Timer::start();
-    channel
-        .call(BasicQos {
-            prefetch_count: PREFETCH,
-            ..Default::default()
-        })
-        .await?;
-    let mut consumer = channel
-        .consume(
-            BasicConsume {
-                queue: queue.clone(),
-                ..Default::default()
-            },
-            usize::from(PREFETCH),
-        )
-        .await?;
+    channel.set_qos().prefetch_count(PREFETCH).await?;
+    let mut messages = queue.iterator().await?;
     let mut seen = SeqTracker::new(config.n);
     while !seen.is_complete() {
-        let Ok(Some(delivery)) = timeout(IDLE_TIMEOUT, consumer.recv()).await else {
+        let Ok(Some(message)) = timeout(IDLE_TIMEOUT, messages.next()).await else {
             break;
         };
-        seen.record(body::seq(&delivery.body));
-        channel.ack(delivery.delivery_tag, false)?;
+        let message = message?;
+        seen.record(body::seq(message.body()));
+        message.ack(false)?;
     }
     let elapsed = timer.stop();
 
-    consumer.cancel().await?;
-    drop(consumer);
-    delete(&channel, &queue).await?;
+    messages.close().await?;
+    drop(messages);
+    delete(&queue).await?;
     connection.close().await?;
     Ok(Measured {
         elapsed,
@@ -213,100 +169,69 @@ async fn consume(config: &ScenarioConfig) -> Result<Measured> {
 
 /// The rpc server: answers each request on `queue` with its body, to its
 /// `reply_to`, with its `correlation_id`. Returns when its consumer ends.
-async fn rpc_server(channel: Channel, queue: ShortString) -> Result<()> {
-    let mut requests = channel
-        .consume(
-            BasicConsume {
-                queue,
-                no_ack: true,
-                ..Default::default()
-            },
-            usize::from(PREFETCH),
-        )
-        .await?;
-    while let Some(request) = requests.recv().await {
-        let Some(reply_to) = request.properties.reply_to.clone() else {
+async fn rpc_server(queue: Queue) -> Result<()> {
+    let exchange = queue.channel().default_exchange();
+    let mut requests = queue.iterator().no_ack(true).await?;
+    while let Some(request) = requests.next().await {
+        let Ok(request) = request else { break };
+        let (Some(reply_to), Some(correlation_id)) = (request.reply_to(), request.correlation_id())
+        else {
             continue;
         };
-        let properties = BasicProperties {
-            correlation_id: request.properties.correlation_id.clone(),
-            ..Default::default()
-        };
-        channel
-            .publish(
-                BasicPublish {
-                    routing_key: reply_to,
-                    ..Default::default()
-                },
-                properties,
-                request.body,
-            )
-            .await?;
+        let reply = Message::new(request.body().clone()).correlation_id(correlation_id);
+        exchange.publish(reply, reply_to).mandatory(false).await?;
     }
     Ok(())
 }
 
 async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
     let server_connection = connect(&config.url).await?;
-    let server_channel = server_connection.open_channel().await?;
-    let requests = short(&unique_name("rpc"))?;
-    declare(&server_channel, &requests).await?;
-    let server = tokio::spawn(rpc_server(server_channel.clone(), requests.clone()));
+    let server_channel = fast_channel(&server_connection).await?;
+    let requests = server_channel.declare_queue(&unique_name("rpc")).await?;
+    let server = tokio::spawn(rpc_server(requests.clone()));
 
     let connection = connect(&config.url).await?;
-    let channel = connection.open_channel().await?;
-    let reply_to = if config.direct_reply_to {
-        ShortString::from_static("amq.rabbitmq.reply-to")
+    let channel = fast_channel(&connection).await?;
+    let callback = if config.direct_reply_to {
+        None
     } else {
-        match channel
-            .call(QueueDeclare {
-                exclusive: true,
-                ..Default::default()
-            })
-            .await?
-        {
-            Method::QueueDeclareOk(ok) => ok.queue,
-            other => return Err(format!("expected queue.declare-ok, got {other:?}").into()),
-        }
+        Some(channel.declare_queue("").exclusive(true).await?)
     };
-    let mut replies = channel
-        .consume(
-            BasicConsume {
-                queue: reply_to.clone(),
-                no_ack: true,
-                ..Default::default()
-            },
-            16,
-        )
-        .await?;
+    let reply_to = match &callback {
+        Some(queue) => queue.name().to_string(),
+        None => "amq.rabbitmq.reply-to".to_string(),
+    };
+    let replies_queue = match callback {
+        Some(queue) => queue,
+        None => channel.get_queue("amq.rabbitmq.reply-to").await?,
+    };
+    let mut replies = replies_queue.iterator().no_ack(true).await?;
     // The server consumes before the first request: wait until the
     // broker reports its consumer.
-    wait_for_consumer(&channel, &requests).await?;
+    wait_for_consumer(&channel, requests.name()).await?;
 
-    let publish = to_queue(&requests);
+    let exchange = channel.default_exchange();
     let mut latency = latency_histogram();
     let (mut lost, mut dup) = (0, 0);
     let timer = Timer::start();
     for seq in 0..config.n {
-        let correlation_id = short(&seq.to_string())?;
-        let properties = BasicProperties {
-            reply_to: Some(reply_to.clone()),
-            correlation_id: Some(correlation_id.clone()),
-            ..Default::default()
-        };
+        let correlation_id = seq.to_string();
+        let request = Message::new(body::encode(seq, config.size))
+            .reply_to(&reply_to)
+            .correlation_id(&correlation_id);
         let sent = Instant::now();
-        channel
-            .publish(publish.clone(), properties, body::encode(seq, config.size))
+        exchange
+            .publish(request, requests.name())
+            .mandatory(false)
             .await?;
         loop {
-            match timeout(IDLE_TIMEOUT, replies.recv()).await {
-                Ok(Some(reply))
-                    if reply.properties.correlation_id.as_ref() == Some(&correlation_id) =>
-                {
+            match timeout(IDLE_TIMEOUT, replies.next()).await {
+                Ok(Some(Ok(reply))) if reply.correlation_id() == Some(correlation_id.as_str()) => {
                     latency.saturating_record(sent.elapsed().as_micros() as u64);
                     break;
                 }
-                Ok(Some(_)) => dup += 1,
+                Ok(Some(Ok(_))) => dup += 1,
+                Ok(Some(Err(error))) => return Err(error.into()),
                 Ok(None) => return Err("the reply consumer ended".into()),
                 Err(_) if server.is_finished() => break,
                 Err(_) => {
@@ -326,7 +251,7 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
     }
 
     drop(replies);
-    delete(&channel, &requests).await?;
+    delete(&requests).await?;
     connection.close().await?;
     server_connection.close().await?;
     // The server ends when its connection closes; errors after that are
@@ -341,20 +266,11 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
 }
 
 /// Waits until `queue` has a consumer (the rpc server's).
-async fn wait_for_consumer(channel: &Channel, queue: &ShortString) -> Result<()> {
+async fn wait_for_consumer(channel: &Channel, queue: &str) -> Result<()> {
     let started = Instant::now();
     loop {
-        let reply = channel
-            .call(QueueDeclare {
-                queue: queue.clone(),
-                passive: true,
-                ..Default::default()
-            })
-            .await?;
-        if let Method::QueueDeclareOk(ok) = reply {
-            if ok.consumer_count > 0 {
-                return Ok(());
-            }
+        if channel.get_queue(queue).await?.declared_consumer_count() > 0 {
+            return Ok(());
         }
         if started.elapsed() > IDLE_TIMEOUT {
             return Err(format!("no consumer on {queue} after {IDLE_TIMEOUT:?}").into());

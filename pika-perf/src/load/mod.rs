@@ -1,5 +1,6 @@
-//! Free-form load with pika: producers and consumers on channels spread
-//! over connections, a line per second, then a summary.
+//! Free-form load with pika's connection layer (amqp-conn, which the
+//! `pika` API wraps): producers and consumers on channels spread over
+//! connections, a line per second, then a summary.
 //!
 //! Each producer and each consumer is a channel of its own, on
 //! connection `i % connections` (producers first); with `connections = 0`
@@ -25,10 +26,10 @@ use tokio::time::Instant;
 
 use self::output::{LoadReport, Reporter};
 use self::stats::Stats;
-use crate::clients::pika::connect;
 use crate::rusage::Timer;
 use crate::scenario::{latency_histogram, unique_name, Rt, IDLE_TIMEOUT};
 use crate::Result;
+use amqp_conn::ConnectionConfig;
 
 /// How often the run checks whether it is done.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -311,4 +312,9 @@ async fn count_returns(connection: Connection, stats: Arc<Stats>) {
             _ => {}
         }
     }
+}
+
+/// Opens a connection to `url`.
+async fn connect(url: &str) -> crate::Result<Connection> {
+    Ok(Connection::open(ConnectionConfig::from_url(url)?).await?)
 }
