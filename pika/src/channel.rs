@@ -22,14 +22,28 @@ use crate::transaction::Transaction;
 pub struct Channel {
     pub(crate) inner: amqp_conn::Channel,
     pub(crate) on_return_raises: bool,
+    /// Timeout of every operation that waits for the broker, unless the
+    /// operation sets its own.
+    pub(crate) default_timeout: Option<Duration>,
 }
 
 impl Channel {
-    pub(crate) fn new(inner: amqp_conn::Channel, on_return_raises: bool) -> Self {
+    pub(crate) fn new(
+        inner: amqp_conn::Channel,
+        on_return_raises: bool,
+        default_timeout: Option<Duration>,
+    ) -> Self {
         Channel {
             inner,
             on_return_raises,
+            default_timeout,
         }
+    }
+
+    /// The timeout of operations that set none (see
+    /// [`OpenChannel::operation_timeout`](crate::OpenChannel::operation_timeout)).
+    pub fn operation_timeout(&self) -> Option<Duration> {
+        self.default_timeout
     }
 
     /// The channel number.
@@ -54,7 +68,11 @@ impl Channel {
 
     /// Closes the channel and waits for the broker's answer.
     pub async fn close(&self) -> Result<()> {
-        Ok(self.inner.close().await?)
+        let inner = &self.inner;
+        with_timeout("channel.close", self.default_timeout, async {
+            Ok(inner.close().await?)
+        })
+        .await
     }
 
     /// Declares an exchange (type `direct` unless set).
@@ -153,7 +171,8 @@ impl Channel {
     }
 
     /// Sends any synchronous method and returns its reply (for what pika
-    /// does not wrap).
+    /// does not wrap); `timeout` falls back to the channel's operation
+    /// timeout.
     pub async fn call(
         &self,
         method: impl Into<Method>,
@@ -161,6 +180,7 @@ impl Channel {
         timeout: Option<Duration>,
     ) -> Result<Method> {
         let method = method.into();
+        let timeout = timeout.or(self.default_timeout);
         with_timeout(operation, timeout, async {
             Ok(self.inner.call(method).await?)
         })

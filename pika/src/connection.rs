@@ -258,6 +258,7 @@ impl Connection {
             publisher_confirms: true,
             on_return_raises: false,
             timeout: None,
+            operation_timeout: None,
         }
     }
 
@@ -327,9 +328,18 @@ pub struct OpenChannel<'a> {
     publisher_confirms: bool,
     on_return_raises: bool,
     timeout: Option<Duration>,
+    operation_timeout: Option<Duration>,
 }
 
 impl<'a> OpenChannel<'a> {
+    /// Give every operation on the channel that waits for the broker
+    /// (declare, bind, get, consume, publish confirms, purge, delete,
+    /// cancel, transactions, close) this timeout unless it sets its own.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = Some(timeout);
+        self
+    }
+
     /// Open this channel number.
     pub fn number(mut self, number: u16) -> Self {
         self.number = Some(number);
@@ -370,7 +380,11 @@ impl<'a> OpenChannel<'a> {
             Ok(channel)
         })
         .await?;
-        Ok(Channel::new(inner, self.on_return_raises))
+        Ok(Channel::new(
+            inner,
+            self.on_return_raises,
+            self.operation_timeout,
+        ))
     }
 }
 

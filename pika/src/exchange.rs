@@ -312,7 +312,8 @@ impl<'a> IntoFuture for Publish<'a> {
     type Output = Result<Confirmation>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Confirmation>> + Send + 'a>>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
+        self.timeout = self.timeout.or(self.exchange.channel.default_timeout);
         match self.timeout {
             // The common case, without the timeout's layer of future state.
             None => Box::pin(async move { self.send().await?.await }),

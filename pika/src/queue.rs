@@ -202,9 +202,11 @@ impl Queue {
             ..Default::default()
         };
         let channel = &self.channel.inner;
-        with_timeout("basic.consume", options.timeout, async {
-            Ok(channel.consume(consume, CONSUMER_BUFFER).await?)
-        })
+        with_timeout(
+            "basic.consume",
+            options.timeout.or(self.channel.default_timeout),
+            async { Ok(channel.consume(consume, CONSUMER_BUFFER).await?) },
+        )
         .await
     }
 }

@@ -556,3 +556,55 @@ async fn send_keeps_many_publishes_in_flight_and_each_is_confirmed() {
     );
     connection.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_channel_operation_timeout_applies_to_every_operation_without_its_own() {
+    let proxy = FreezableProxy::start("127.0.0.1:5672").await;
+    let connection = pika::connect(&format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port))
+        .await
+        .unwrap();
+    let channel = connection
+        .channel()
+        .operation_timeout(Duration::from_millis(200))
+        .await
+        .unwrap();
+    let queue = channel.declare_queue("").exclusive(true).await.unwrap();
+    proxy.freeze();
+    let err = queue.purge().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: "queue.purge",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = channel
+        .default_exchange()
+        .publish(Message::new("x"), queue.name())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: "basic.publish",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = channel.close().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: "channel.close",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
