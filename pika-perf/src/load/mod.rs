@@ -280,16 +280,29 @@ pub async fn run(config: &LoadConfig, json: bool) -> Result<LoadReport> {
     let elapsed = timer.stop();
     let _ = total_latency.add(stats.take_latencies());
 
-    if owned_queue {
-        setup
-            .call(QueueDelete {
-                queue: queue.clone(),
-                ..Default::default()
-            })
-            .await?;
-    }
-    for connection in &connections {
-        connection.close().await?;
+    // A connection the broker blocks (memory or disk alarm) is not read
+    // by the broker: its delete and close get no answer. Bound the wait.
+    let cleanup = async {
+        if owned_queue {
+            setup
+                .call(QueueDelete {
+                    queue: queue.clone(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        for connection in &connections {
+            connection.close().await?;
+        }
+        Ok::<_, crate::Error>(())
+    };
+    match tokio::time::timeout(CLEANUP_TIMEOUT, cleanup).await {
+        Ok(result) => result?,
+        Err(_) => {
+            failure.get_or_insert_with(|| {
+                format!("deleting the queue and closing took longer than {CLEANUP_TIMEOUT:?}: is the connection blocked by the broker?").into()
+            });
+        }
     }
     tasks.abort_all();
     if let Some(error) = failure {
@@ -313,6 +326,9 @@ async fn count_returns(connection: Connection, stats: Arc<Stats>) {
         }
     }
 }
+
+/// How long deleting the queue and closing may take at the end of a run.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a connection to `url`.
 async fn connect(url: &str) -> crate::Result<Connection> {

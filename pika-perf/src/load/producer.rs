@@ -68,13 +68,18 @@ pub async fn run(
             let oldest = window.pop_front().expect("the window is full");
             settle(&stats, oldest.await);
         }
-        let confirm = channel
-            .publish(
-                publish.clone(),
-                properties.clone(),
-                body::encode(sent, config.size),
-            )
-            .await?;
+        let publishing = channel.publish(
+            publish.clone(),
+            properties.clone(),
+            body::encode(sent, config.size),
+        );
+        // A blocked connection can keep a publish waiting for room in the
+        // queue forever: stop waiting when the run ends (dropping the
+        // future publishes nothing).
+        let confirm = tokio::select! {
+            confirm = publishing => confirm?,
+            () = stopped(&stop) => break,
+        };
         Stats::add(&stats.sent, 1);
         if config.confirm > 0 {
             window.push_back(confirm);
@@ -88,6 +93,13 @@ pub async fn run(
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
     Ok(())
+}
+
+/// Resolves once `stop` is set (checked every 50 ms).
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn settle(stats: &Stats, outcome: PublishOutcome) {
