@@ -30,17 +30,19 @@ pub struct ContentHeader {
     pub class_id: u16,
     /// Total size of the body, summed over the body frames that follow.
     pub body_size: u64,
-    /// The message properties.
-    pub properties: BasicProperties,
+    /// The message properties, boxed: they are a few hundred bytes, and
+    /// a decoded message keeps them while the header itself stays small
+    /// and moves cheaply.
+    pub properties: Box<BasicProperties>,
 }
 
 impl ContentHeader {
     /// A `basic` content header.
-    pub fn new(body_size: u64, properties: BasicProperties) -> Self {
+    pub fn new(body_size: u64, properties: impl Into<Box<BasicProperties>>) -> Self {
         ContentHeader {
             class_id: BASIC_CLASS_ID,
             body_size,
-            properties,
+            properties: properties.into(),
         }
     }
 
@@ -57,10 +59,9 @@ impl ContentHeader {
         self.properties.encode(buf);
     }
 
-    /// Decodes a header frame's payload into a box: a header is a few
-    /// hundred bytes, and boxing it keeps [`Frame`](crate::Frame) small,
-    /// so frames move cheaply; the properties are decoded in place.
-    pub(crate) fn decode(channel: u16, payload: &Bytes) -> Result<Box<ContentHeader>, DecodeError> {
+    /// Decodes a header frame's payload; the properties are decoded in
+    /// place in their box.
+    pub(crate) fn decode(channel: u16, payload: &Bytes) -> Result<ContentHeader, DecodeError> {
         const CONTEXT: &str = "content header";
         let err = |e| malformed(CONTEXT, channel, payload, e);
         let (i, class_id) = parse::short(payload).map_err(err)?;
@@ -78,7 +79,7 @@ impl ContentHeader {
             )));
         }
         let (i, body_size) = parse::longlong(i).map_err(err)?;
-        let mut header = Box::new(ContentHeader::new(body_size, BasicProperties::default()));
+        let mut header = ContentHeader::new(body_size, Box::<BasicProperties>::default());
         let (i, ()) = header.properties.decode_into(payload, i).map_err(err)?;
         expect_end(i).map_err(err)?;
         Ok(header)

@@ -139,9 +139,8 @@ pub enum Frame {
     Header {
         /// The channel.
         channel: u16,
-        /// Class, body size and properties (boxed: they are a few hundred
-        /// bytes, and a small `Frame` moves cheaply).
-        header: Box<ContentHeader>,
+        /// Class, body size and properties.
+        header: ContentHeader,
     },
     /// A body frame: a slice of the read buffer, never copied.
     Body {

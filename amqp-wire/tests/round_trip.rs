@@ -44,7 +44,7 @@ proptest! {
 proptest! {
     #[test]
     fn properties_with_any_subset_of_flags_round_trip(properties in arb_properties(), body_size in any::<u64>(), channel in any::<u16>()) {
-        let frame = Frame::Header { channel, header: Box::new(ContentHeader::new(body_size, properties)) };
+        let frame = Frame::Header { channel, header: ContentHeader::new(body_size, properties) };
         prop_assert_eq!(round_trip(&frame), frame);
     }
 
@@ -98,7 +98,7 @@ proptest! {
         let Some(Frame::Header { channel: 3, header }) = Frame::decode(&mut buf, frame_max).unwrap() else {
             panic!("expected a content header");
         };
-        prop_assert_eq!(&header.properties, &properties);
+        prop_assert_eq!(&*header.properties, &properties);
         let mut assembler = BodyAssembler::new(header.body_size, u64::MAX).unwrap();
         let mut whole = if assembler.is_complete() { Some(assembler.take()) } else { None };
         while let Some(frame) = Frame::decode(&mut buf, frame_max).unwrap() {

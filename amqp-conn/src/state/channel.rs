@@ -36,7 +36,7 @@ enum Phase {
 #[derive(Debug)]
 struct Incoming {
     kind: IncomingKind,
-    header: Option<Box<ContentHeader>>,
+    header: Option<ContentHeader>,
     body: Option<BodyAssembler>,
 }
 
@@ -445,7 +445,7 @@ impl ChannelState {
 
     fn on_header(
         &mut self,
-        header: Box<ContentHeader>,
+        header: ContentHeader,
         out: &mut WriteQueue,
         stall: &mut Option<Stall>,
     ) -> Result<FrameOutcome> {
@@ -485,7 +485,8 @@ impl ChannelState {
         stall: &mut Option<Stall>,
     ) -> FrameOutcome {
         let Incoming { kind, header, .. } = self.incoming.take().expect("content in progress");
-        let properties = Box::new(header.expect("header before body").properties);
+        // Moves the box the properties were decoded into: no copy.
+        let properties = header.expect("header before body").properties;
         match kind {
             IncomingKind::Deliver(deliver) => {
                 let delivery = Delivery {

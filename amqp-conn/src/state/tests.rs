@@ -88,7 +88,7 @@ impl Harness {
         self.state.handle_frame(
             Frame::Header {
                 channel,
-                header: Box::new(ContentHeader::new(body.len() as u64, properties)),
+                header: ContentHeader::new(body.len() as u64, properties),
             },
             Instant::now(),
         );
@@ -739,7 +739,7 @@ async fn a_body_larger_than_announced_is_a_protocol_error() {
     h.state.handle_frame(
         Frame::Header {
             channel: ch.id,
-            header: Box::new(ContentHeader::new(2, BasicProperties::default())),
+            header: ContentHeader::new(2, BasicProperties::default()),
         },
         Instant::now(),
     );

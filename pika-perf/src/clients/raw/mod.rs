@@ -279,7 +279,7 @@ impl Incoming {
         match frame {
             Frame::Header { header, .. } => {
                 self.body = Some(BodyAssembler::new(header.body_size, MAX_BODY)?);
-                self.properties = Some(Box::new(header.properties));
+                self.properties = Some(header.properties);
             }
             Frame::Body { payload, .. } => {
                 let Some(assembler) = self.body.as_mut() else {
