@@ -80,24 +80,28 @@ impl ConfirmTracker {
 
     /// Handles `basic.ack` (`nack == false`) or `basic.nack`.
     pub(crate) fn on_confirm(&mut self, tag: u64, multiple: bool, nack: bool) {
-        let confirmed: Vec<Pending> = if multiple {
+        if multiple {
             let end = self.pending.partition_point(|p| p.seq <= tag);
-            self.pending.drain(..end).collect()
-        } else {
-            match self.pending.binary_search_by_key(&tag, |p| p.seq) {
-                Ok(index) => self.pending.remove(index).into_iter().collect(),
-                // An unknown or repeated tag: nothing waits for it.
-                Err(_) => Vec::new(),
+            for _ in 0..end {
+                if let Some(pending) = self.pending.pop_front() {
+                    self.resolve_pending(pending, nack);
+                }
             }
-        };
-        for pending in confirmed {
-            let outcome = match (nack, self.take_return_for(&pending)) {
-                (false, Some(returned)) => PublishOutcome::Returned(Box::new(returned)),
-                (false, None) => PublishOutcome::Ack,
-                (true, _) => PublishOutcome::Nack,
-            };
-            resolve(pending.reply, outcome);
+        } else if let Ok(index) = self.pending.binary_search_by_key(&tag, |p| p.seq) {
+            if let Some(pending) = self.pending.remove(index) {
+                self.resolve_pending(pending, nack);
+            }
         }
+        // Otherwise an unknown or repeated tag: nothing waits for it.
+    }
+
+    fn resolve_pending(&mut self, pending: Pending, nack: bool) {
+        let outcome = match (nack, self.take_return_for(&pending)) {
+            (false, Some(returned)) => PublishOutcome::Returned(Box::new(returned)),
+            (false, None) => PublishOutcome::Ack,
+            (true, _) => PublishOutcome::Nack,
+        };
+        resolve(pending.reply, outcome);
     }
 
     fn take_return_for(&mut self, pending: &Pending) -> Option<Returned> {
