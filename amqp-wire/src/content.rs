@@ -107,15 +107,25 @@ pub fn encode_content<B: BufMut>(
     body: &[u8],
     frame_max: u32,
 ) {
-    put_frame_header(buf, FRAME_HEADER, channel, 12 + properties.encoded_len());
-    buf.put_u16(BASIC_CLASS_ID);
-    buf.put_u16(0);
-    buf.put_u64(body.len() as u64);
-    properties.encode(buf);
-    buf.put_u8(FRAME_END);
+    encode_content_header(buf, channel, properties, body.len() as u64);
     for chunk in body.chunks(body_frame_capacity(frame_max)) {
         encode_body(buf, channel, chunk);
     }
+}
+
+/// Writes a whole `basic` content header frame announcing `body_size`.
+pub(crate) fn encode_content_header<B: BufMut>(
+    buf: &mut B,
+    channel: u16,
+    properties: &BasicProperties,
+    body_size: u64,
+) {
+    put_frame_header(buf, FRAME_HEADER, channel, 12 + properties.encoded_len());
+    buf.put_u16(BASIC_CLASS_ID);
+    buf.put_u16(0);
+    buf.put_u64(body_size);
+    properties.encode(buf);
+    buf.put_u8(FRAME_END);
 }
 
 /// Bytes that [`encode_publish`] writes.
@@ -217,6 +227,12 @@ pub fn encode_publish_into<B: BufMut>(
     body: &[u8],
     frame_max: u32,
 ) {
+    encode_publish_method(buf, channel, publish);
+    encode_content(buf, channel, properties, body, frame_max);
+}
+
+/// Writes the `basic.publish` method frame (without building a `Method`).
+fn encode_publish_method<B: BufMut>(buf: &mut B, channel: u16, publish: &BasicPublish) {
     put_frame_header(
         buf,
         crate::constants::FRAME_METHOD,
@@ -227,7 +243,6 @@ pub fn encode_publish_into<B: BufMut>(
     buf.put_u16(BasicPublish::METHOD_ID);
     publish.encode_arguments(buf);
     buf.put_u8(FRAME_END);
-    encode_content(buf, channel, properties, body, frame_max);
 }
 
 /// Encodes a publish for a vectored write, without copying the body:
@@ -265,10 +280,8 @@ pub fn encode_publish_segments(
     let chunk = body_frame_capacity(frame_max);
     let frames = body.len().div_ceil(chunk);
     buf.reserve(publish_len(publish, properties, 0, frame_max) + frames * FRAME_OVERHEAD);
-    encode_publish_into(buf, channel, publish, properties, &[], frame_max);
-    // encode_content wrote the header with body size 0: patch it.
-    let size_at = buf.len() - 1 - properties.encoded_len() - 8;
-    buf[size_at..size_at + 8].copy_from_slice(&(body.len() as u64).to_be_bytes());
+    encode_publish_method(buf, channel, publish);
+    encode_content_header(buf, channel, properties, body.len() as u64);
     for start in (0..body.len()).step_by(chunk) {
         let end = (start + chunk).min(body.len());
         put_frame_header(buf, crate::constants::FRAME_BODY, channel, end - start);

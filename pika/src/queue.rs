@@ -1,9 +1,8 @@
 //! Queues: bindings, consumers, `get`, purge, delete, iterators.
 
-use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +30,6 @@ pub struct Queue {
     name: ShortString,
     declared_messages: u32,
     declared_consumers: u32,
-    consumers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
 }
 
 impl Queue {
@@ -41,7 +39,6 @@ impl Queue {
             name,
             declared_messages: messages,
             declared_consumers: consumers,
-            consumers: Arc::default(),
         }
     }
 
@@ -121,11 +118,8 @@ impl Queue {
             consumer_tag: short("consumer tag", consumer_tag)?,
             nowait: false,
         };
+        // The consumer's task ends when its stream of deliveries does.
         self.channel.call(cancel, "basic.cancel", None).await?;
-        self.consumers
-            .lock()
-            .expect("consumer map")
-            .remove(consumer_tag);
         Ok(())
     }
 
@@ -284,7 +278,7 @@ where
         let no_ack = self.options.no_ack;
         let callback = Arc::new(self.callback);
         let limit = Arc::new(Semaphore::new(CONSUMER_BUFFER));
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
@@ -303,11 +297,6 @@ where
                 tracing::warn!(%error, "consumer stopped: its channel closed");
             }
         });
-        self.queue
-            .consumers
-            .lock()
-            .expect("consumer map")
-            .insert(tag.clone(), task);
         Ok(tag)
     }
 }

@@ -110,26 +110,29 @@ impl ConnectionState {
         let _ = self.events.send(event);
     }
 
+    /// Why the connection is closing or closed (`None` while open).
+    fn close_error(&self) -> Option<&Error> {
+        match &self.phase {
+            Phase::Open => None,
+            Phase::Closing { error, .. } | Phase::Closed { error } => Some(error),
+        }
+    }
+
     /// The error for a request to a channel that is gone.
     fn channel_gone(&self, r: ChannelRef) -> Error {
-        match &self.phase {
-            Phase::Open => Error::ChannelClosed {
+        self.close_error()
+            .cloned()
+            .unwrap_or_else(|| Error::ChannelClosed {
                 channel: r.id,
                 reason: CloseReason::library(ReplyCode::CHANNEL_ERROR, "the channel is closed"),
-            },
-            Phase::Closing { error, .. } | Phase::Closed { error } => error.clone(),
-        }
+            })
     }
 
     // ---- commands -------------------------------------------------------
 
     /// Handles a request from a handle.
     pub(crate) fn handle_command(&mut self, command: Command, now: Instant) {
-        if !self.is_open() {
-            let error = self.channel_gone(ChannelRef {
-                id: 0,
-                generation: 0,
-            });
+        if let Some(error) = self.close_error().cloned() {
             return match command {
                 Command::OpenChannel { reply, .. } => {
                     let _ = reply.send(Err(error));
@@ -465,9 +468,9 @@ impl ConnectionState {
                 channel.fail(error.clone());
             }
         }
-        if let Some(stall) = self.stall.take() {
-            drop(stall);
-        }
+        // A delivery waiting for room goes: the broker requeues it with
+        // the channel.
+        self.stall = None;
     }
 
     /// The consumer of a stalled delivery went away while reading was
