@@ -300,3 +300,72 @@ async fn dropping_the_last_handle_closes_the_connection() {
     }
     assert!(gone, "the broker still lists {name}");
 }
+
+/// Acks sent one by one are merged into multiple acks on the wire; the
+/// broker must still see exactly the messages the application acked.
+#[tokio::test]
+async fn merged_acks_settle_exactly_the_acked_messages() {
+    const N: u64 = 500;
+    const HELD: u64 = 250;
+    let connection = connect().await;
+    let channel = connection.open_channel().await.unwrap();
+    let queue = fresh_queue(&channel, "merged-acks").await;
+    for n in 0..N {
+        let publish = BasicPublish {
+            routing_key: s(&queue),
+            ..Default::default()
+        };
+        channel
+            .publish(
+                publish,
+                BasicProperties::default(),
+                Bytes::from(n.to_string()),
+            )
+            .await
+            .unwrap();
+    }
+    let consumer_channel = connection.open_channel().await.unwrap();
+    let mut consumer = consumer_channel
+        .consume(
+            BasicConsume {
+                queue: s(&queue),
+                ..Default::default()
+            },
+            1024,
+        )
+        .await
+        .unwrap();
+    for n in 0..N {
+        let d = recv(&mut consumer).await;
+        assert_eq!(d.body, n.to_string().as_bytes());
+        if n != HELD {
+            consumer_channel.ack(d.delivery_tag, false).unwrap();
+        }
+    }
+    // Closing the channel requeues what it holds unacked: only HELD.
+    consumer_channel.close().await.unwrap();
+    let ok = channel
+        .call(QueueDeclare {
+            queue: s(&queue),
+            passive: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let Method::QueueDeclareOk(ok) = ok else {
+        panic!("expected queue.declare-ok, got {ok:?}");
+    };
+    assert_eq!(ok.message_count, 1, "only the held message is left");
+    let held = channel
+        .get(BasicGet {
+            queue: s(&queue),
+            no_ack: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .expect("the held message");
+    assert_eq!(held.body, HELD.to_string().as_bytes());
+    delete_queue(&channel, &queue).await;
+    connection.close().await.unwrap();
+}

@@ -12,7 +12,7 @@ use amqp_wire::{
 use bytes::Bytes;
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
-use super::{frame_name, truncate, ConfirmTracker, Stall, WriteQueue};
+use super::{frame_name, truncate, ConfirmTracker, Settlements, Stall, WriteQueue};
 use crate::command::{
     is_reply_to, ChannelRef, ChannelShared, ConsumerEnd, ConsumerSink, PublishCommand, Reply,
 };
@@ -43,7 +43,8 @@ struct Incoming {
 #[derive(Debug)]
 enum IncomingKind {
     Deliver(BasicDeliver),
-    Get(BasicGetOk, oneshot::Sender<Result<Option<Delivery>>>),
+    /// The reply, and whether the get asked for no ack.
+    Get(BasicGetOk, oneshot::Sender<Result<Option<Delivery>>>, bool),
     Return(BasicReturn),
 }
 
@@ -78,6 +79,8 @@ pub(crate) struct ChannelState {
     consumers: Vec<Consumer>,
     incoming: Option<Incoming>,
     max_body_size: u64,
+    /// Delivery tags the application settled: decides when acks merge.
+    settlements: Settlements,
 }
 
 impl ChannelState {
@@ -93,6 +96,7 @@ impl ChannelState {
             consumers: Vec::new(),
             incoming: None,
             max_body_size,
+            settlements: Settlements::default(),
         }
     }
 
@@ -137,11 +141,24 @@ impl ChannelState {
         self.in_flight = true;
     }
 
-    /// Sends a method that has no reply.
+    /// Sends a method that has no reply. Acks of consecutive deliveries
+    /// are merged into one (see [`Settlements`]).
     pub(crate) fn cast(&mut self, method: &Method, out: &mut WriteQueue) {
-        if self.is_open() {
-            amqp_wire::encode_method(&mut out.buf, self.r.id, method);
+        if !self.is_open() {
+            return;
         }
+        match method {
+            Method::BasicAck(ack) => {
+                self.settlements.settle(ack.delivery_tag, ack.multiple);
+                let merge = self.settlements.all_settled_through(ack.delivery_tag);
+                let channel = (self.r.id, self.r.generation);
+                return out.ack(channel, ack.delivery_tag, ack.multiple, merge);
+            }
+            Method::BasicNack(nack) => self.settlements.settle(nack.delivery_tag, nack.multiple),
+            Method::BasicReject(reject) => self.settlements.settle(reject.delivery_tag, false),
+            _ => {}
+        }
+        amqp_wire::encode_method(&mut out.buf, self.r.id, method);
     }
 
     /// Starts closing the channel.
@@ -222,7 +239,7 @@ impl ChannelState {
             consumer.sink.end(ConsumerEnd::Closed(error.clone()));
         }
         if let Some(Incoming {
-            kind: IncomingKind::Get(_, reply),
+            kind: IncomingKind::Get(_, reply, _),
             ..
         }) = self.incoming.take()
         {
@@ -388,7 +405,7 @@ impl ChannelState {
         if !answers_head {
             return Err(self.unexpected(method.name()));
         }
-        let (_, reply) = self.calls.pop_front().expect("checked above");
+        let (request, reply) = self.calls.pop_front().expect("checked above");
         self.in_flight = false;
         tracing::debug!(channel = self.r.id, method = method.name(), "reply");
         match (reply, method) {
@@ -408,8 +425,9 @@ impl ChannelState {
                 let _ = reply.send(Ok(None));
             }
             (Reply::Get(reply), Method::BasicGetOk(ok)) => {
+                let no_ack = matches!(request, Method::BasicGet(get) if get.no_ack);
                 self.incoming = Some(Incoming {
-                    kind: IncomingKind::Get(ok, reply),
+                    kind: IncomingKind::Get(ok, reply, no_ack),
                     header: None,
                     body: None,
                 });
@@ -502,7 +520,8 @@ impl ChannelState {
                 self.dispatch(delivery, out, stall);
                 FrameOutcome::default()
             }
-            IncomingKind::Get(ok, reply) => {
+            IncomingKind::Get(ok, reply, no_ack) => {
+                self.settlements.delivered(ok.delivery_tag, no_ack);
                 let delivery = Delivery {
                     delivery_tag: ok.delivery_tag,
                     redelivered: ok.redelivered,
@@ -545,7 +564,8 @@ impl ChannelState {
         }
     }
 
-    fn requeue(&self, delivery_tag: u64, out: &mut WriteQueue) {
+    fn requeue(&mut self, delivery_tag: u64, out: &mut WriteQueue) {
+        self.settlements.settle(delivery_tag, false);
         let reject = BasicReject {
             delivery_tag,
             requeue: true,
@@ -560,10 +580,14 @@ impl ChannelState {
             .as_ref()
             .expect("deliveries have a consumer tag");
         let Some(index) = self.consumers.iter().position(|c| c.tag == *tag) else {
+            // Never settled: acks on this channel stop merging past it.
+            self.settlements.delivered(delivery.delivery_tag, false);
             tracing::warn!(channel = self.r.id, consumer_tag = %tag, "delivery for an unknown consumer dropped");
             return;
         };
         let consumer = &mut self.consumers[index];
+        self.settlements
+            .delivered(delivery.delivery_tag, consumer.sink.no_ack);
         match consumer.sink.deliveries.try_send(delivery) {
             Ok(()) => {}
             Err(TrySendError::Full(delivery)) => {

@@ -8,6 +8,7 @@ mod channel;
 mod channel_ids;
 mod confirms;
 mod heartbeat;
+mod settlements;
 mod write_queue;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub(crate) use channel::ChannelState;
 use channel_ids::ChannelIds;
 pub(crate) use confirms::ConfirmTracker;
 pub(crate) use heartbeat::{Heartbeat, HeartbeatAction};
+use settlements::Settlements;
 pub(crate) use write_queue::WriteQueue;
 
 /// Bodies at least this large are written from the caller's buffer

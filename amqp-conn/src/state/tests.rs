@@ -758,3 +758,141 @@ async fn a_body_larger_than_announced_is_a_protocol_error() {
         }
     ));
 }
+
+/// The acks (tag, multiple) and rejects (tag) the state wrote.
+fn settlements_sent(h: &mut Harness) -> Vec<(&'static str, u64, bool)> {
+    h.sent()
+        .into_iter()
+        .filter_map(|frame| match frame {
+            Frame::Method {
+                method: Method::BasicAck(a),
+                ..
+            } => Some(("ack", a.delivery_tag, a.multiple)),
+            Frame::Method {
+                method: Method::BasicNack(n),
+                ..
+            } => Some(("nack", n.delivery_tag, n.multiple)),
+            Frame::Method {
+                method: Method::BasicReject(r),
+                ..
+            } => Some(("reject", r.delivery_tag, false)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cast(h: &mut Harness, channel: ChannelRef, method: impl Into<Method>) {
+    h.command(Command::Cast {
+        channel,
+        method: method.into(),
+    });
+}
+
+fn ack(h: &mut Harness, channel: ChannelRef, delivery_tag: u64) {
+    cast(
+        h,
+        channel,
+        BasicAck {
+            delivery_tag,
+            multiple: false,
+        },
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_order_acks_queued_together_go_out_as_one_multiple_ack() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    for tag in 1..=5 {
+        h.deliver(ch.id, "c1", tag, b"x");
+    }
+    for tag in 1..=3 {
+        ack(&mut h, ch, tag);
+    }
+    // Tag 1 alone (nothing before it to merge with), then 2 and 3 merged.
+    assert_eq!(settlements_sent(&mut h), [("ack", 3, true)]);
+    // Once written, an ack is never rewritten: the next one goes alone.
+    ack(&mut h, ch, 4);
+    assert_eq!(settlements_sent(&mut h), [("ack", 4, false)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_never_merge_over_a_delivery_the_application_still_holds() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    for tag in 1..=4 {
+        h.deliver(ch.id, "c1", tag, b"x");
+    }
+    ack(&mut h, ch, 2);
+    ack(&mut h, ch, 3);
+    // Tag 1 is unsettled: a multiple ack of 3 would ack it too.
+    assert_eq!(
+        settlements_sent(&mut h),
+        [("ack", 2, false), ("ack", 3, false)]
+    );
+    ack(&mut h, ch, 1);
+    ack(&mut h, ch, 4);
+    // Now every tag up to 4 is settled: 4 may replace the ack of 1.
+    assert_eq!(settlements_sent(&mut h), [("ack", 4, true)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reject_between_acks_keeps_its_place_and_is_not_merged_over() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    for tag in 1..=4 {
+        h.deliver(ch.id, "c1", tag, b"x");
+    }
+    ack(&mut h, ch, 1);
+    cast(
+        &mut h,
+        ch,
+        BasicReject {
+            delivery_tag: 2,
+            requeue: true,
+        },
+    );
+    ack(&mut h, ch, 3);
+    ack(&mut h, ch, 4);
+    assert_eq!(
+        settlements_sent(&mut h),
+        [("ack", 1, false), ("reject", 2, false), ("ack", 4, true)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_on_different_channels_do_not_merge() {
+    let mut h = Harness::new(10, 0);
+    let a = h.open_channel();
+    let b = h.open_channel();
+    let (_rx_a, _end_a) = h.consume(a, "ca", 16);
+    let (_rx_b, _end_b) = h.consume(b, "cb", 16);
+    h.deliver(a.id, "ca", 1, b"x");
+    h.deliver(b.id, "cb", 1, b"x");
+    h.deliver(b.id, "cb", 2, b"x");
+    ack(&mut h, a, 1);
+    ack(&mut h, b, 2);
+    // b's tag 1 is unsettled, and a's ack is on another channel.
+    assert_eq!(
+        settlements_sent(&mut h),
+        [("ack", 1, false), ("ack", 2, false)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repeated_ack_goes_out_as_sent_for_the_broker_to_refuse() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    h.deliver(ch.id, "c1", 1, b"x");
+    h.deliver(ch.id, "c1", 2, b"x");
+    ack(&mut h, ch, 2);
+    ack(&mut h, ch, 2);
+    assert_eq!(
+        settlements_sent(&mut h),
+        [("ack", 2, false), ("ack", 2, false)]
+    );
+}

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use amqp_wire::{BasicProperties, BasicPublish};
+use amqp_wire::{BasicAck, BasicProperties, BasicPublish};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::LARGE_BODY;
@@ -22,6 +22,19 @@ pub(crate) struct WriteQueue {
     segments: VecDeque<Bytes>,
     segment_bytes: usize,
     scratch: Vec<Bytes>,
+    /// The last frame in `buf`, when it is a `basic.ack` no byte of which
+    /// was written yet: a later ack on its channel may replace it.
+    last_ack: Option<QueuedAck>,
+}
+
+/// Where a queued `basic.ack` sits in the buffer.
+#[derive(Debug, Clone, Copy)]
+struct QueuedAck {
+    channel: u16,
+    generation: u64,
+    delivery_tag: u64,
+    start: usize,
+    end: usize,
 }
 
 impl WriteQueue {
@@ -31,6 +44,7 @@ impl WriteQueue {
             segments: VecDeque::new(),
             segment_bytes: 0,
             scratch: Vec::new(),
+            last_ack: None,
         }
     }
 
@@ -85,9 +99,50 @@ impl WriteQueue {
         self.scratch = scratch;
     }
 
+    /// Queues `basic.ack`. With `merge`, and when the last frame queued is
+    /// an unwritten ack of a lower tag on the same channel, that frame is
+    /// replaced by one ack of `delivery_tag` with `multiple` set. The
+    /// caller passes `merge` only when every tag up to `delivery_tag` is
+    /// settled, so the merged ack acks exactly what the two did.
+    pub(crate) fn ack(
+        &mut self,
+        (channel, generation): (u16, u64),
+        delivery_tag: u64,
+        multiple: bool,
+        merge: bool,
+    ) {
+        let mut ack = BasicAck {
+            delivery_tag,
+            multiple,
+        };
+        let start = match self.last_ack {
+            Some(last)
+                if merge
+                    && last.end == self.buf.len()
+                    && last.channel == channel
+                    && last.generation == generation
+                    && last.delivery_tag < delivery_tag =>
+            {
+                self.buf.truncate(last.start);
+                ack.multiple = true;
+                last.start
+            }
+            _ => self.buf.len(),
+        };
+        amqp_wire::encode_method(&mut self.buf, channel, &ack.into());
+        self.last_ack = Some(QueuedAck {
+            channel,
+            generation,
+            delivery_tag,
+            start,
+            end: self.buf.len(),
+        });
+    }
+
     /// Moves what is in the buffer to the segment queue, keeping order
     /// when a segment is queued after it.
     fn seal(&mut self) {
+        self.last_ack = None;
         if !self.buf.is_empty() {
             let bytes = self.buf.split().freeze();
             self.segment_bytes += bytes.len();
@@ -126,6 +181,8 @@ impl WriteQueue {
 
     /// Drops `n` written bytes from the front.
     pub(crate) fn advance(&mut self, mut n: usize) {
+        // Written bytes may belong to the last ack: it stays as it is.
+        self.last_ack = None;
         while n > 0 {
             let Some(front) = self.segments.front_mut() else {
                 break;
