@@ -22,6 +22,9 @@ pub(crate) struct WriteQueue {
     segments: VecDeque<Bytes>,
     segment_bytes: usize,
     scratch: Vec<Bytes>,
+    /// A written buffer kept for the next [`WriteQueue::make_room`]: its
+    /// pages are mapped and likely in cache, unlike a new allocation's.
+    spare: Option<BytesMut>,
     /// The last frame in `buf`, when it is a `basic.ack` no byte of which
     /// was written yet: a later ack on its channel may replace it.
     last_ack: Option<QueuedAck>,
@@ -44,6 +47,7 @@ impl WriteQueue {
             segments: VecDeque::new(),
             segment_bytes: 0,
             scratch: Vec::new(),
+            spare: None,
             last_ack: None,
         }
     }
@@ -69,7 +73,7 @@ impl WriteQueue {
     ) {
         if body.len() < LARGE_BODY {
             let len = amqp_wire::publish_len(publish, properties, body.len(), frame_max);
-            self.buf.reserve(len);
+            self.make_room(len);
             amqp_wire::encode_publish_into(
                 &mut self.buf,
                 channel,
@@ -139,6 +143,43 @@ impl WriteQueue {
         });
     }
 
+    /// Makes room for `len` more bytes in `buf` without moving bytes that
+    /// wait to be written: growing the buffer in place would copy them
+    /// (and a socket that takes part of a batch would have the rest moved
+    /// on every write). A full buffer is queued as a segment instead and a
+    /// new one started.
+    fn make_room(&mut self, len: usize) {
+        if self.buf.capacity() - self.buf.len() >= len {
+            return;
+        }
+        if self.buf.is_empty() {
+            // Everything was written: reuse the allocation from its start.
+            self.buf.reserve(len.max(BUFFER_CAPACITY));
+            return;
+        }
+        self.seal();
+        self.buf = match self.spare.take() {
+            Some(spare) if spare.capacity() >= len => spare,
+            _ => BytesMut::with_capacity(len.max(BUFFER_CAPACITY)),
+        };
+    }
+
+    /// Keeps a written segment's allocation as the spare buffer when
+    /// nothing else refers to it.
+    fn recycle(&mut self, written: Bytes) {
+        if self.spare.is_some() {
+            return;
+        }
+        if let Ok(mut buf) = written.try_into_mut() {
+            buf.clear();
+            // Reclaims the allocation from its start; nothing to copy.
+            buf.reserve(BUFFER_CAPACITY);
+            if buf.capacity() <= 4 * BUFFER_CAPACITY {
+                self.spare = Some(buf);
+            }
+        }
+    }
+
     /// Moves what is in the buffer to the segment queue, keeping order
     /// when a segment is queued after it.
     fn seal(&mut self) {
@@ -192,7 +233,8 @@ impl WriteQueue {
             self.segment_bytes -= take;
             n -= take;
             if front.is_empty() {
-                self.segments.pop_front();
+                let written = self.segments.pop_front().expect("the front segment");
+                self.recycle(written);
             }
         }
         self.buf.advance(n);
@@ -248,5 +290,34 @@ mod tests {
         assert_eq!(queue.len(), expected.len());
         assert_eq!(drain(&mut queue), expected.to_vec());
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn partial_writes_between_publishes_keep_every_byte_in_order() {
+        let publish = BasicPublish {
+            routing_key: ShortString::from_static("q"),
+            ..Default::default()
+        };
+        let props = BasicProperties::default();
+        let mut queue = WriteQueue::new();
+        let mut expected = BytesMut::new();
+        let mut written = Vec::new();
+        for n in 0..2_000u32 {
+            let body = Bytes::from(vec![(n % 251) as u8; 100 + (n as usize * 37) % 4000]);
+            queue.publish(1, &publish, &props, &body, 131_072);
+            amqp_wire::encode_publish(&mut expected, 1, &publish, &props, &body, 131_072).unwrap();
+            if n % 7 == 0 {
+                // The socket takes part of what waits, as a full one does.
+                let mut slices = [IoSlice::new(&[]); 64];
+                let count = queue.io_slices(&mut slices);
+                let take = (queue.len() / 3).min(slices[0].len());
+                written.extend_from_slice(&slices[..count][0][..take]);
+                queue.advance(take);
+            }
+        }
+        written.extend(drain(&mut queue));
+        assert_eq!(written, expected.to_vec());
+        // Buffers filled and written are reused, not grown.
+        assert!(queue.buf.capacity() <= 4 * BUFFER_CAPACITY);
     }
 }
