@@ -7,8 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use amqp_wire::{
-    BasicAck, BasicConsume, BasicGet, BasicNack, BasicProperties, BasicPublish, BasicReject,
-    ConfirmSelect, Method,
+    BasicAck, BasicConsume, BasicGet, BasicNack, BasicPublish, BasicReject, ConfirmSelect, Method,
 };
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +16,7 @@ use crate::command::{ChannelRef, ChannelShared, Command, ConsumerSink, PublishCo
 use crate::connection::ConnectionInner;
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
-use crate::message::{Delivery, PublishOutcome};
+use crate::message::{Delivery, PublishOutcome, PublishProperties};
 
 #[derive(Debug)]
 pub(crate) struct ChannelInner {
@@ -193,11 +192,15 @@ impl Channel {
     pub async fn publish(
         &self,
         publish: BasicPublish,
-        properties: impl Into<Box<BasicProperties>>,
+        properties: impl Into<PublishProperties>,
         body: Bytes,
     ) -> Result<PublishConfirm> {
         let properties = properties.into();
-        amqp_wire::check_publish_fits(&publish, &properties, self.inner.conn.tuning.frame_max)?;
+        amqp_wire::check_publish_fits(
+            &publish,
+            properties.get(),
+            self.inner.conn.tuning.frame_max,
+        )?;
         if body.len() as u64 > self.inner.conn.max_body_size {
             return Err(amqp_wire::BodyError::TooLarge {
                 size: body.len() as u64,
@@ -275,6 +278,12 @@ impl Channel {
     }
 
     /// Acknowledges a delivery (and, with `multiple`, every earlier one).
+    ///
+    /// Acks queued together go out as one: when every delivery up to
+    /// `delivery_tag` on this channel is settled, the connection replaces
+    /// the ack queued just before this one with a single `basic.ack` of
+    /// `delivery_tag` with `multiple` set, which acks exactly the same
+    /// messages and saves the broker a frame per message.
     pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
         self.cast(BasicAck {
             delivery_tag,

@@ -3,12 +3,12 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
-use amqp_wire::{BasicProperties, BasicPublish, Method, ShortString};
+use amqp_wire::{BasicPublish, Method, ShortString};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::message::{Delivery, PublishOutcome};
+use crate::message::{Delivery, PublishOutcome, PublishProperties};
 
 /// A channel as handles name it: its number and which opening of that
 /// number (numbers are reused, a stale handle must not reach a new channel).
@@ -120,9 +120,9 @@ pub(crate) enum Command {
 pub(crate) struct PublishCommand {
     pub(crate) channel: ChannelRef,
     pub(crate) publish: BasicPublish,
-    /// Boxed: the properties are a few hundred bytes and the command moves
-    /// through the queue and the task.
-    pub(crate) properties: Box<BasicProperties>,
+    /// Boxed when set: the properties are a few hundred bytes and the
+    /// command moves through the queue and the task.
+    pub(crate) properties: PublishProperties,
     pub(crate) body: Bytes,
     /// Where the confirm goes (channels in confirm mode).
     pub(crate) confirm: Option<oneshot::Sender<PublishOutcome>>,

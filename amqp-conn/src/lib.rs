@@ -59,5 +59,5 @@ pub use connection::Connection;
 pub use consumer::Consumer;
 pub use error::{CloseReason, Error, Initiator, Result};
 pub use events::ConnectionEvent;
-pub use message::{Delivery, PublishOutcome, Returned};
+pub use message::{Delivery, PublishOutcome, PublishProperties, Returned};
 pub use tuning::{negotiate, Tuning};

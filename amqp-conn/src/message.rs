@@ -5,6 +5,64 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
+/// The properties of a message to publish, as [`Channel::publish`]
+/// takes them: [`BasicProperties`], a box of them, or `None` for a
+/// message without properties (nothing allocated).
+///
+/// ```
+/// use amqp_conn::PublishProperties;
+/// use amqp_wire::BasicProperties;
+///
+/// let none = PublishProperties::from(None);
+/// assert_eq!(none.get(), &BasicProperties::default());
+/// let typed = PublishProperties::from(BasicProperties {
+///     content_type: Some("text/plain".try_into().unwrap()),
+///     ..Default::default()
+/// });
+/// assert_eq!(typed.get().content_type.as_deref(), Some("text/plain"));
+/// ```
+///
+/// [`Channel::publish`]: crate::Channel::publish
+#[derive(Debug, Clone, Default)]
+pub struct PublishProperties(Option<Box<BasicProperties>>);
+
+impl PublishProperties {
+    /// The properties (the shared empty ones when none are set).
+    pub fn get(&self) -> &BasicProperties {
+        self.0.as_deref().unwrap_or(BasicProperties::none())
+    }
+
+    /// The properties to change; the first call allocates them.
+    pub fn get_mut(&mut self) -> &mut BasicProperties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+/// Equal when the properties are: none set equals all unset.
+impl PartialEq for PublishProperties {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl From<BasicProperties> for PublishProperties {
+    fn from(properties: BasicProperties) -> Self {
+        PublishProperties(Some(Box::new(properties)))
+    }
+}
+
+impl From<Box<BasicProperties>> for PublishProperties {
+    fn from(properties: Box<BasicProperties>) -> Self {
+        PublishProperties(Some(properties))
+    }
+}
+
+impl From<Option<Box<BasicProperties>>> for PublishProperties {
+    fn from(properties: Option<Box<BasicProperties>>) -> Self {
+        PublishProperties(properties)
+    }
+}
+
 /// A message delivered to a consumer (`basic.deliver`) or fetched with
 /// `basic.get` (`basic.get-ok`).
 #[derive(Debug, Clone, PartialEq)]

@@ -36,6 +36,22 @@ pub struct ContentHeader {
     pub properties: Box<BasicProperties>,
 }
 
+impl BasicProperties {
+    /// Properties with nothing set, shared: a message without properties
+    /// can refer to these instead of allocating its own.
+    ///
+    /// ```
+    /// use amqp_wire::BasicProperties;
+    /// assert_eq!(BasicProperties::none(), &BasicProperties::default());
+    /// assert_eq!(BasicProperties::none().flags(), 0);
+    /// ```
+    pub fn none() -> &'static BasicProperties {
+        static NONE: std::sync::LazyLock<BasicProperties> =
+            std::sync::LazyLock::new(BasicProperties::default);
+        &NONE
+    }
+}
+
 impl ContentHeader {
     /// A `basic` content header.
     pub fn new(body_size: u64, properties: impl Into<Box<BasicProperties>>) -> Self {

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use amqp_conn::PublishProperties;
 use amqp_wire::{BasicProperties, FieldTable, FieldValue, ReplyCode, ShortString};
 use bytes::Bytes;
 
@@ -57,8 +58,9 @@ impl DeliveryMode {
 pub struct Message {
     /// The body.
     pub body: Bytes,
-    /// Boxed so a message moves cheaply on the way to the socket.
-    properties: Box<BasicProperties>,
+    /// Boxed once the first property is set, so a message moves cheaply
+    /// on the way to the socket and one without properties allocates none.
+    properties: PublishProperties,
     /// The first invalid property given (a name over 255 bytes); reported
     /// when the message is published.
     invalid: Option<(&'static str, String)>,
@@ -84,7 +86,7 @@ macro_rules! short_setters {
         $(
             $(#[$doc])*
             pub fn $name(mut self, value: impl AsRef<str>) -> Self {
-                self.properties.$field = set_short(&mut self.invalid, stringify!($name), value.as_ref());
+                self.properties.get_mut().$field = set_short(&mut self.invalid, stringify!($name), value.as_ref());
                 self
             }
         )*
@@ -124,6 +126,7 @@ impl Message {
     pub fn header(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
         if let Some(key) = set_short(&mut self.invalid, "header name", key) {
             self.properties
+                .get_mut()
                 .headers
                 .get_or_insert_with(FieldTable::new)
                 .insert(key, value);
@@ -133,25 +136,26 @@ impl Message {
 
     /// Replaces all headers.
     pub fn headers(mut self, headers: FieldTable) -> Self {
-        self.properties.headers = Some(headers);
+        self.properties.get_mut().headers = Some(headers);
         self
     }
 
     /// Persistent or not.
     pub fn delivery_mode(mut self, mode: DeliveryMode) -> Self {
-        self.properties.delivery_mode = Some(mode.octet());
+        self.properties.get_mut().delivery_mode = Some(mode.octet());
         self
     }
 
     /// Priority, 0 to 9 in RabbitMQ's priority queues.
     pub fn priority(mut self, priority: u8) -> Self {
-        self.properties.priority = Some(priority);
+        self.properties.get_mut().priority = Some(priority);
         self
     }
 
     /// The message expires after `ttl` in a queue (whole milliseconds).
     pub fn expiration(mut self, ttl: Duration) -> Self {
-        self.properties.expiration = ShortString::try_from(ttl.as_millis().to_string()).ok();
+        self.properties.get_mut().expiration =
+            ShortString::try_from(ttl.as_millis().to_string()).ok();
         self
     }
 
@@ -166,27 +170,28 @@ impl Message {
 
     /// The publishing time (whole seconds since the Unix epoch on the wire).
     pub fn timestamp(mut self, when: SystemTime) -> Self {
-        self.properties.timestamp = when.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+        self.properties.get_mut().timestamp =
+            when.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
         self
     }
 
     /// All properties at once (replaces what was set).
     pub fn properties(mut self, properties: BasicProperties) -> Self {
-        self.properties = Box::new(properties);
+        self.properties = properties.into();
         self
     }
 
     /// The properties as they go on the wire.
     pub fn basic_properties(&self) -> &BasicProperties {
-        &self.properties
+        self.properties.get()
     }
 
     /// The message as a plain struct, like aio-pika's `Message.info()`.
     pub fn info(&self) -> MessageInfo {
-        MessageInfo::new(self.body.len(), &self.properties)
+        MessageInfo::new(self.body.len(), self.properties.get())
     }
 
-    pub(crate) fn into_parts(self) -> Result<(Box<BasicProperties>, Bytes)> {
+    pub(crate) fn into_parts(self) -> Result<(PublishProperties, Bytes)> {
         if let Some((what, reason)) = self.invalid {
             return Err(Error::InvalidArgument { what, reason });
         }

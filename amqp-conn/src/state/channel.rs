@@ -208,7 +208,8 @@ impl ChannelState {
             ..
         } = command;
         // Channel::publish checked that the frames fit in frame_max.
-        debug_assert!(amqp_wire::check_publish_fits(&publish, &properties, frame_max).is_ok());
+        let properties = properties.get();
+        debug_assert!(amqp_wire::check_publish_fits(&publish, properties, frame_max).is_ok());
         match &mut self.confirms {
             Some(tracker) => {
                 let mandatory = publish
@@ -222,7 +223,7 @@ impl ChannelState {
                 }
             }
         }
-        out.publish(self.r.id, &publish, &properties, &body, frame_max);
+        out.publish(self.r.id, &publish, properties, &body, frame_max);
     }
 
     /// Every pending request, confirm and consumer ends with `error`.

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::command::{ConsumerEnd, ConsumerSink};
+use crate::message::PublishProperties;
 
 fn tuning(channel_max: u16, heartbeat: u16) -> Tuning {
     Tuning {
@@ -160,7 +161,7 @@ impl Harness {
                 mandatory,
                 ..Default::default()
             },
-            properties: Box::default(),
+            properties: PublishProperties::default(),
             body: Bytes::from_static(b"body"),
             confirm: Some(confirm),
         });
