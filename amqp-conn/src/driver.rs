@@ -351,11 +351,20 @@ impl Driver {
         let Some(deadline) = self.state.deadline() else {
             return false;
         };
-        if self.timer.deadline() != deadline {
+        // The heartbeat deadlines move later with every read and write.
+        // Re-arming the timer each time costs more than waking up early
+        // once, so the timer only ever moves earlier; when it fires before
+        // the deadline it is armed again for the deadline.
+        if deadline < self.timer.deadline() {
             self.timer.as_mut().reset(deadline);
         }
         if self.timer.as_mut().poll(cx).is_pending() {
             return false;
+        }
+        if now < deadline {
+            self.timer.as_mut().reset(deadline);
+            // Poll again (next turn) so the timer registers its wakeup.
+            return true;
         }
         let paused = self.stall.is_some();
         self.state.handle_timeout(now, paused);
