@@ -76,27 +76,23 @@ pub struct Channel {
 /// Dropping it does not cancel the publish.
 #[derive(Debug)]
 pub struct PublishConfirm {
-    rx: Option<oneshot::Receiver<PublishOutcome>>,
-    /// For the close reason, when the task drops the confirm unanswered.
-    channel: Option<Arc<ChannelInner>>,
+    /// The answer to wait for (channels in confirm mode), and the channel
+    /// for its close reason when the task drops the confirm unanswered.
+    waiting: Option<(oneshot::Receiver<PublishOutcome>, Arc<ChannelInner>)>,
 }
 
 impl Future for PublishConfirm {
     type Output = PublishOutcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PublishOutcome> {
-        let Some(rx) = self.rx.as_mut() else {
+        let Some((rx, channel)) = self.waiting.as_mut() else {
             return Poll::Ready(PublishOutcome::NotConfirmed);
         };
         match Pin::new(rx).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
             Poll::Ready(Err(_)) => {
-                let error = match &self.channel {
-                    Some(channel) => channel.closed_error(),
-                    None => Error::InvalidState("the publish confirm was dropped unanswered"),
-                };
-                Poll::Ready(PublishOutcome::Indeterminate(error))
+                Poll::Ready(PublishOutcome::Indeterminate(channel.closed_error()))
             }
         }
     }
@@ -211,9 +207,9 @@ impl Channel {
         if let Some(error) = self.inner.shared.closed.get() {
             return Err(error.clone());
         }
-        let (confirm, rx) = if self.is_confirm_mode() {
+        let (confirm, waiting) = if self.is_confirm_mode() {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
+            (Some(tx), Some((rx, self.inner.clone())))
         } else {
             (None, None)
         };
@@ -236,10 +232,7 @@ impl Channel {
                 .map_err(|_| self.inner.closed_error())?,
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.inner.closed_error()),
         }
-        Ok(PublishConfirm {
-            channel: rx.is_some().then(|| self.inner.clone()),
-            rx,
-        })
+        Ok(PublishConfirm { waiting })
     }
 
     /// Starts a consumer; its deliveries arrive in a buffer of `buffer`

@@ -148,14 +148,18 @@ impl ChannelState {
             return;
         }
         match method {
-            Method::BasicAck(ack) => {
-                self.settlements.settle(ack.delivery_tag, ack.multiple);
+            // A repeated or unknown tag goes out as sent, never merged:
+            // the broker's refusal must reach the application.
+            Method::BasicAck(ack) if self.settlements.settle(ack.delivery_tag, ack.multiple) => {
                 let merge = self.settlements.all_settled_through(ack.delivery_tag);
-                let channel = (self.r.id, self.r.generation);
-                return out.ack(channel, ack.delivery_tag, ack.multiple, merge);
+                return out.ack(self.r, ack.delivery_tag, ack.multiple, merge);
             }
-            Method::BasicNack(nack) => self.settlements.settle(nack.delivery_tag, nack.multiple),
-            Method::BasicReject(reject) => self.settlements.settle(reject.delivery_tag, false),
+            Method::BasicNack(nack) => {
+                self.settlements.settle(nack.delivery_tag, nack.multiple);
+            }
+            Method::BasicReject(reject) => {
+                self.settlements.settle(reject.delivery_tag, false);
+            }
             _ => {}
         }
         amqp_wire::encode_method(&mut out.buf, self.r.id, method);

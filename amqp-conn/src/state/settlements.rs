@@ -7,8 +7,8 @@
 //! unacked tag up to `t`. Sending it in place of single acks means the
 //! same only when every tag up to `t` is already settled by the
 //! application: [`Settlements::all_settled_through`] tells exactly that.
-//! Merging saves the broker parsing one frame per message: a consumer
-//! acking each message, one by one, costs it a frame per read buffer.
+//! With merging, a consumer that acks each message one by one costs the
+//! broker about one ack frame per read buffer instead of one per message.
 
 use std::collections::VecDeque;
 
@@ -55,15 +55,16 @@ impl Settlements {
     }
 
     /// The application settled `tag` (and every tag below it when
-    /// `multiple`).
-    pub(crate) fn settle(&mut self, tag: u64, multiple: bool) {
+    /// `multiple`). False when `tag` was not waiting to be settled (settled
+    /// before, never delivered, or tracking stopped): such an ack must go
+    /// out as sent, for the broker to refuse it.
+    pub(crate) fn settle(&mut self, tag: u64, multiple: bool) -> bool {
         if self.stopped || tag < self.first_unsettled {
-            return;
+            return false;
         }
         let index = (tag - self.first_unsettled) as usize;
-        if index >= self.settled.len() {
-            // Not delivered (yet): the broker will refuse it; nothing to track.
-            return;
+        if index >= self.settled.len() || self.settled[index] {
+            return false;
         }
         if multiple {
             for flag in self.settled.range_mut(..=index) {
@@ -73,6 +74,7 @@ impl Settlements {
             self.settled[index] = true;
         }
         self.advance();
+        true
     }
 
     /// True when every tag up to and including `tag` is settled: an ack of
@@ -149,12 +151,14 @@ mod tests {
 
     #[test]
     fn unknown_and_repeated_tags_change_nothing() {
-        let mut s = delivered(1..=2);
-        s.settle(7, false);
+        let mut s = delivered(1..=3);
+        assert!(!s.settle(7, false));
         assert!(!s.all_settled_through(1));
-        s.settle(1, false);
-        s.settle(1, false);
+        assert!(s.settle(1, false));
+        assert!(!s.settle(1, false));
         assert!(!s.all_settled_through(2));
+        assert!(s.settle(3, false));
+        assert!(!s.settle(3, false));
     }
 
     #[test]

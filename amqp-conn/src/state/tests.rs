@@ -897,3 +897,20 @@ async fn a_repeated_ack_goes_out_as_sent_for_the_broker_to_refuse() {
         [("ack", 2, false), ("ack", 2, false)]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repeated_ack_is_never_merged_away() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    h.deliver(ch.id, "c1", 1, b"x");
+    h.deliver(ch.id, "c1", 2, b"x");
+    ack(&mut h, ch, 1);
+    ack(&mut h, ch, 1);
+    ack(&mut h, ch, 2);
+    // Merging 2 over the second ack of 1 would hide the broker's refusal.
+    assert_eq!(
+        settlements_sent(&mut h),
+        [("ack", 1, false), ("ack", 1, false), ("ack", 2, false)]
+    );
+}

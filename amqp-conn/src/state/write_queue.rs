@@ -9,6 +9,7 @@ use amqp_wire::{BasicAck, BasicProperties, BasicPublish};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::LARGE_BODY;
+use crate::command::ChannelRef;
 
 /// Capacity the encode buffer starts with and shrinks back to.
 const BUFFER_CAPACITY: usize = 64 * 1024;
@@ -33,8 +34,7 @@ pub(crate) struct WriteQueue {
 /// Where a queued `basic.ack` sits in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct QueuedAck {
-    channel: u16,
-    generation: u64,
+    channel: ChannelRef,
     delivery_tag: u64,
     start: usize,
     end: usize,
@@ -110,7 +110,7 @@ impl WriteQueue {
     /// settled, so the merged ack acks exactly what the two did.
     pub(crate) fn ack(
         &mut self,
-        (channel, generation): (u16, u64),
+        channel: ChannelRef,
         delivery_tag: u64,
         multiple: bool,
         merge: bool,
@@ -124,7 +124,6 @@ impl WriteQueue {
                 if merge
                     && last.end == self.buf.len()
                     && last.channel == channel
-                    && last.generation == generation
                     && last.delivery_tag < delivery_tag =>
             {
                 self.buf.truncate(last.start);
@@ -133,10 +132,9 @@ impl WriteQueue {
             }
             _ => self.buf.len(),
         };
-        amqp_wire::encode_method(&mut self.buf, channel, &ack.into());
+        amqp_wire::encode_method(&mut self.buf, channel.id, &ack.into());
         self.last_ack = Some(QueuedAck {
             channel,
-            generation,
             delivery_tag,
             start,
             end: self.buf.len(),
