@@ -91,6 +91,7 @@ pub struct TlsConfig {
     pub server_name: Option<String>,
     /// Accept any server certificate without verification. Dangerous: it
     /// gives up protection against a man in the middle. For tests only.
+    /// The URL parameter `cert_reqs=CERT_NONE` sets it.
     pub dangerous_accept_invalid_certs: bool,
 }
 
@@ -193,7 +194,7 @@ pub enum ConfigError {
     #[error("unsupported URL scheme '{0}': use amqp:// or amqps://")]
     UnsupportedScheme(String),
     /// A query parameter this client does not know.
-    #[error("unknown URL parameter '{0}' (known: heartbeat, connection_timeout, channel_max, frame_max, auth_mechanism, cafile, certfile, keyfile, name)")]
+    #[error("unknown URL parameter '{0}' (known: heartbeat, connection_timeout, channel_max, frame_max, auth_mechanism, cafile (or ca_certs), certfile, keyfile, cert_reqs, name)")]
     UnknownParameter(String),
     /// A parameter or setting with a value that is not allowed.
     #[error("invalid value '{value}' for {name}: expected {expected}")]
@@ -267,8 +268,18 @@ impl ConnectionConfig {
     /// 5672 or 5671 for `amqps`, vhost `/`). Query parameters:
     /// `heartbeat` (seconds), `connection_timeout` (milliseconds),
     /// `channel_max`, `frame_max`, `auth_mechanism` (`PLAIN`, `AMQPLAIN`,
-    /// `EXTERNAL`), `cafile`, `certfile`, `keyfile`, `name` (the connection
-    /// name). An unknown parameter or a bad value is an error.
+    /// `EXTERNAL`), `cafile` (or its alias `ca_certs`, aio-pika's name;
+    /// giving both with different values is an error), `certfile`,
+    /// `keyfile`, `cert_reqs`, `name` (the connection name). An unknown
+    /// parameter or a bad value is an error.
+    ///
+    /// `cert_reqs` (case-insensitive) chooses server certificate
+    /// verification: `CERT_REQUIRED` or `required` (the default) verifies
+    /// the certificate and the host name; `CERT_NONE` or `none` accepts any
+    /// certificate ([`TlsConfig::dangerous_accept_invalid_certs`]) —
+    /// dangerous, as it gives up protection against a man in the middle.
+    /// `CERT_OPTIONAL` is refused: it has no sensible meaning for a client.
+    /// Like the other TLS parameters, `cert_reqs` turns TLS on.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let parsed = Url::parse(url).map_err(|e| ConfigError::InvalidUrl {
             url: redact(url),
@@ -298,6 +309,22 @@ impl ConnectionConfig {
         let vhost = path.strip_prefix('/').unwrap_or(path);
         if !vhost.is_empty() {
             config.vhost = decode(vhost, "vhost")?;
+        }
+        let last = |wanted: &str| {
+            parsed
+                .query_pairs()
+                .filter(|(name, _)| name == wanted)
+                .last()
+                .map(|(_, value)| value)
+        };
+        if let (Some(cafile), Some(ca_certs)) = (last("cafile"), last("ca_certs")) {
+            if cafile != ca_certs {
+                return Err(ConfigError::InvalidValue {
+                    name: "cafile/ca_certs",
+                    value: format!("{cafile} and {ca_certs}"),
+                    expected: "one CA file (ca_certs is an alias of cafile)",
+                });
+            }
         }
         for (name, value) in parsed.query_pairs() {
             config.apply_parameter(&name, &value)?;
@@ -333,7 +360,7 @@ impl ConnectionConfig {
                     }
                 }
             }
-            "cafile" => {
+            "cafile" | "ca_certs" => {
                 self.tls.get_or_insert_with(TlsConfig::default).ca_file = Some(value.into())
             }
             "certfile" => {
@@ -341,6 +368,31 @@ impl ConnectionConfig {
             }
             "keyfile" => {
                 self.tls.get_or_insert_with(TlsConfig::default).key_file = Some(value.into())
+            }
+            "cert_reqs" => {
+                let accept_any = match value.to_ascii_uppercase().as_str() {
+                    "CERT_REQUIRED" | "REQUIRED" => false,
+                    "CERT_NONE" | "NONE" => true,
+                    "CERT_OPTIONAL" | "OPTIONAL" => {
+                        return Err(ConfigError::InvalidValue {
+                            name: "cert_reqs",
+                            value: value.to_string(),
+                            expected: "CERT_REQUIRED (required) or CERT_NONE (none); \
+                                       CERT_OPTIONAL has no meaning for a client: \
+                                       use required or none",
+                        })
+                    }
+                    _ => {
+                        return Err(ConfigError::InvalidValue {
+                            name: "cert_reqs",
+                            value: value.to_string(),
+                            expected: "CERT_REQUIRED (required) or CERT_NONE (none)",
+                        })
+                    }
+                };
+                self.tls
+                    .get_or_insert_with(TlsConfig::default)
+                    .dangerous_accept_invalid_certs = accept_any;
             }
             "name" => self.connection_name = Some(value.to_string()),
             other => return Err(ConfigError::UnknownParameter(other.to_string())),
@@ -538,6 +590,66 @@ mod tests {
         assert_eq!(tls.cert_file, Some(PathBuf::from("/c.pem")));
         assert_eq!(tls.key_file, Some(PathBuf::from("/k.pem")));
         assert_eq!(c.connection_name.as_deref(), Some("my app"));
+    }
+
+    #[test]
+    fn ca_certs_is_an_alias_of_cafile() {
+        let c = ConnectionConfig::from_url("amqps://h/?ca_certs=/ca.pem").unwrap();
+        assert_eq!(c.tls.unwrap().ca_file, Some(PathBuf::from("/ca.pem")));
+        let c = ConnectionConfig::from_url("amqps://h/?ca_certs=/ca.pem&cafile=/ca.pem").unwrap();
+        assert_eq!(c.tls.unwrap().ca_file, Some(PathBuf::from("/ca.pem")));
+        let err =
+            ConnectionConfig::from_url("amqps://h/?cafile=/a.pem&ca_certs=/b.pem").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "cafile/ca_certs",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cert_reqs_chooses_verification() {
+        for value in ["CERT_NONE", "none", "Cert_None"] {
+            let c = ConnectionConfig::from_url(&format!("amqps://h/?cert_reqs={value}")).unwrap();
+            assert!(c.tls.unwrap().dangerous_accept_invalid_certs, "{value}");
+        }
+        for value in ["CERT_REQUIRED", "required"] {
+            let c = ConnectionConfig::from_url(&format!("amqps://h/?cert_reqs={value}")).unwrap();
+            assert_eq!(c.tls, Some(TlsConfig::default()), "{value}");
+        }
+        for value in ["CERT_OPTIONAL", "optional"] {
+            let err =
+                ConnectionConfig::from_url(&format!("amqps://h/?cert_reqs={value}")).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::InvalidValue {
+                        name: "cert_reqs",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("CERT_OPTIONAL") && message.contains("use required or none"),
+                "{message}"
+            );
+        }
+        let err = ConnectionConfig::from_url("amqps://h/?cert_reqs=maybe").unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::InvalidValue {
+                name: "cert_reqs",
+                value: "maybe".into(),
+                expected: "CERT_REQUIRED (required) or CERT_NONE (none)",
+            }
+        );
     }
 
     #[test]
