@@ -2,15 +2,16 @@
 // DO NOT EDIT: change the generator (amqp-wire/codegen) and run
 // `cargo run -p amqp-codegen` from the workspace root.
 
-//! Method structs, the [`Method`] enum, [`BasicProperties`], reply codes
-//! and protocol constants, generated from the AMQP 0-9-1 definition with
-//! RabbitMQ's extensions.
+//! Method structs, the [`Method`] enum, [`Request`] impls,
+//! [`BasicProperties`], reply codes and protocol constants, generated
+//! from the AMQP 0-9-1 definition with RabbitMQ's extensions.
 
 use bytes::{BufMut, Bytes};
 
 use crate::error::Problem;
 use crate::parse::{self, PResult};
 use crate::put;
+use crate::request::Request;
 use crate::types::{FieldTable, LongString, ShortString};
 
 /// Frame types, sizes and the frame-end octet from the protocol definition.
@@ -3523,6 +3524,546 @@ impl From<ConfirmSelectOk> for Method {
     }
 }
 
+impl Request for ConnectionStart {
+    type Reply = ConnectionStartOk;
+    const NAME: &'static str = "connection.start";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ConnectionStartOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ConnectionStartOk, Method> {
+        match method {
+            Method::ConnectionStartOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ConnectionSecure {
+    type Reply = ConnectionSecureOk;
+    const NAME: &'static str = "connection.secure";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ConnectionSecureOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ConnectionSecureOk, Method> {
+        match method {
+            Method::ConnectionSecureOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ConnectionTune {
+    type Reply = ConnectionTuneOk;
+    const NAME: &'static str = "connection.tune";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ConnectionTuneOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ConnectionTuneOk, Method> {
+        match method {
+            Method::ConnectionTuneOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ConnectionOpen {
+    type Reply = ConnectionOpenOk;
+    const NAME: &'static str = "connection.open";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ConnectionOpenOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ConnectionOpenOk, Method> {
+        match method {
+            Method::ConnectionOpenOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ConnectionClose {
+    type Reply = ConnectionCloseOk;
+    const NAME: &'static str = "connection.close";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ConnectionCloseOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ConnectionCloseOk, Method> {
+        match method {
+            Method::ConnectionCloseOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ConnectionUpdateSecret {
+    type Reply = ConnectionUpdateSecretOk;
+    const NAME: &'static str = "connection.update-secret";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ConnectionUpdateSecretOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ConnectionUpdateSecretOk, Method> {
+        match method {
+            Method::ConnectionUpdateSecretOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ChannelOpen {
+    type Reply = ChannelOpenOk;
+    const NAME: &'static str = "channel.open";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ChannelOpenOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ChannelOpenOk, Method> {
+        match method {
+            Method::ChannelOpenOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ChannelFlow {
+    type Reply = ChannelFlowOk;
+    const NAME: &'static str = "channel.flow";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ChannelFlowOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ChannelFlowOk, Method> {
+        match method {
+            Method::ChannelFlowOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ChannelClose {
+    type Reply = ChannelCloseOk;
+    const NAME: &'static str = "channel.close";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ChannelCloseOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ChannelCloseOk, Method> {
+        match method {
+            Method::ChannelCloseOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for AccessRequest {
+    type Reply = AccessRequestOk;
+    const NAME: &'static str = "access.request";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::AccessRequestOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<AccessRequestOk, Method> {
+        match method {
+            Method::AccessRequestOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ExchangeDeclare {
+    type Reply = ExchangeDeclareOk;
+    const NAME: &'static str = "exchange.declare";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ExchangeDeclareOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ExchangeDeclareOk, Method> {
+        match method {
+            Method::ExchangeDeclareOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for ExchangeDelete {
+    type Reply = ExchangeDeleteOk;
+    const NAME: &'static str = "exchange.delete";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ExchangeDeleteOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ExchangeDeleteOk, Method> {
+        match method {
+            Method::ExchangeDeleteOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for ExchangeBind {
+    type Reply = ExchangeBindOk;
+    const NAME: &'static str = "exchange.bind";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ExchangeBindOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ExchangeBindOk, Method> {
+        match method {
+            Method::ExchangeBindOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for ExchangeUnbind {
+    type Reply = ExchangeUnbindOk;
+    const NAME: &'static str = "exchange.unbind";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ExchangeUnbindOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ExchangeUnbindOk, Method> {
+        match method {
+            Method::ExchangeUnbindOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for QueueDeclare {
+    type Reply = QueueDeclareOk;
+    const NAME: &'static str = "queue.declare";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::QueueDeclareOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<QueueDeclareOk, Method> {
+        match method {
+            Method::QueueDeclareOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for QueueBind {
+    type Reply = QueueBindOk;
+    const NAME: &'static str = "queue.bind";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::QueueBindOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<QueueBindOk, Method> {
+        match method {
+            Method::QueueBindOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for QueuePurge {
+    type Reply = QueuePurgeOk;
+    const NAME: &'static str = "queue.purge";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::QueuePurgeOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<QueuePurgeOk, Method> {
+        match method {
+            Method::QueuePurgeOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for QueueDelete {
+    type Reply = QueueDeleteOk;
+    const NAME: &'static str = "queue.delete";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::QueueDeleteOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<QueueDeleteOk, Method> {
+        match method {
+            Method::QueueDeleteOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for QueueUnbind {
+    type Reply = QueueUnbindOk;
+    const NAME: &'static str = "queue.unbind";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::QueueUnbindOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<QueueUnbindOk, Method> {
+        match method {
+            Method::QueueUnbindOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for BasicQos {
+    type Reply = BasicQosOk;
+    const NAME: &'static str = "basic.qos";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::BasicQosOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<BasicQosOk, Method> {
+        match method {
+            Method::BasicQosOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for BasicConsume {
+    type Reply = BasicConsumeOk;
+    const NAME: &'static str = "basic.consume";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::BasicConsumeOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<BasicConsumeOk, Method> {
+        match method {
+            Method::BasicConsumeOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for BasicCancel {
+    type Reply = BasicCancelOk;
+    const NAME: &'static str = "basic.cancel";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::BasicCancelOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<BasicCancelOk, Method> {
+        match method {
+            Method::BasicCancelOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
+impl Request for BasicRecover {
+    type Reply = BasicRecoverOk;
+    const NAME: &'static str = "basic.recover";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::BasicRecoverOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<BasicRecoverOk, Method> {
+        match method {
+            Method::BasicRecoverOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for TxSelect {
+    type Reply = TxSelectOk;
+    const NAME: &'static str = "tx.select";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::TxSelectOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<TxSelectOk, Method> {
+        match method {
+            Method::TxSelectOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for TxCommit {
+    type Reply = TxCommitOk;
+    const NAME: &'static str = "tx.commit";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::TxCommitOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<TxCommitOk, Method> {
+        match method {
+            Method::TxCommitOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for TxRollback {
+    type Reply = TxRollbackOk;
+    const NAME: &'static str = "tx.rollback";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::TxRollbackOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<TxRollbackOk, Method> {
+        match method {
+            Method::TxRollbackOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        false
+    }
+}
+
+impl Request for ConfirmSelect {
+    type Reply = ConfirmSelectOk;
+    const NAME: &'static str = "confirm.select";
+
+    fn is_reply(method: &Method) -> bool {
+        matches!(method, Method::ConfirmSelectOk(_))
+    }
+
+    fn reply_from(method: Method) -> Result<ConfirmSelectOk, Method> {
+        match method {
+            Method::ConfirmSelectOk(reply) => Ok(reply),
+            other => Err(other),
+        }
+    }
+
+    fn nowait(&self) -> bool {
+        self.nowait
+    }
+}
+
 /// Every method of AMQP 0-9-1 with RabbitMQ's extensions.
 ///
 /// ```
@@ -4026,6 +4567,74 @@ impl Method {
             Method::TxRollbackOk(_) => false,
             Method::ConfirmSelect(_) => false,
             Method::ConfirmSelectOk(_) => false,
+        }
+    }
+
+    /// True when `reply` answers this method: `class.name-ok` for
+    /// `class.name`, and `basic.get-ok` or `basic.get-empty` for
+    /// `basic.get`. Always false for asynchronous methods.
+    ///
+    /// ```
+    /// use amqp_wire::{BasicGet, BasicGetEmpty, Method, QueueBindOk, QueueDeclare, QueueDeclareOk};
+    /// let get: Method = BasicGet::default().into();
+    /// assert!(get.expects_reply(&BasicGetEmpty::default().into()));
+    /// let declare: Method = QueueDeclare::default().into();
+    /// assert!(!declare.expects_reply(&QueueBindOk::default().into()));
+    /// ```
+    pub fn expects_reply(&self, reply: &Method) -> bool {
+        match self {
+            Method::ConnectionStart(_) => matches!(reply, Method::ConnectionStartOk(_)),
+            Method::ConnectionSecure(_) => matches!(reply, Method::ConnectionSecureOk(_)),
+            Method::ConnectionTune(_) => matches!(reply, Method::ConnectionTuneOk(_)),
+            Method::ConnectionOpen(_) => matches!(reply, Method::ConnectionOpenOk(_)),
+            Method::ConnectionClose(_) => matches!(reply, Method::ConnectionCloseOk(_)),
+            Method::ConnectionUpdateSecret(_) => {
+                matches!(reply, Method::ConnectionUpdateSecretOk(_))
+            }
+            Method::ChannelOpen(_) => matches!(reply, Method::ChannelOpenOk(_)),
+            Method::ChannelFlow(_) => matches!(reply, Method::ChannelFlowOk(_)),
+            Method::ChannelClose(_) => matches!(reply, Method::ChannelCloseOk(_)),
+            Method::AccessRequest(_) => matches!(reply, Method::AccessRequestOk(_)),
+            Method::ExchangeDeclare(_) => matches!(reply, Method::ExchangeDeclareOk(_)),
+            Method::ExchangeDelete(_) => matches!(reply, Method::ExchangeDeleteOk(_)),
+            Method::ExchangeBind(_) => matches!(reply, Method::ExchangeBindOk(_)),
+            Method::ExchangeUnbind(_) => matches!(reply, Method::ExchangeUnbindOk(_)),
+            Method::QueueDeclare(_) => matches!(reply, Method::QueueDeclareOk(_)),
+            Method::QueueBind(_) => matches!(reply, Method::QueueBindOk(_)),
+            Method::QueuePurge(_) => matches!(reply, Method::QueuePurgeOk(_)),
+            Method::QueueDelete(_) => matches!(reply, Method::QueueDeleteOk(_)),
+            Method::QueueUnbind(_) => matches!(reply, Method::QueueUnbindOk(_)),
+            Method::BasicQos(_) => matches!(reply, Method::BasicQosOk(_)),
+            Method::BasicConsume(_) => matches!(reply, Method::BasicConsumeOk(_)),
+            Method::BasicCancel(_) => matches!(reply, Method::BasicCancelOk(_)),
+            Method::BasicGet(_) => {
+                matches!(reply, Method::BasicGetOk(_) | Method::BasicGetEmpty(_))
+            }
+            Method::BasicRecover(_) => matches!(reply, Method::BasicRecoverOk(_)),
+            Method::TxSelect(_) => matches!(reply, Method::TxSelectOk(_)),
+            Method::TxCommit(_) => matches!(reply, Method::TxCommitOk(_)),
+            Method::TxRollback(_) => matches!(reply, Method::TxRollbackOk(_)),
+            Method::ConfirmSelect(_) => matches!(reply, Method::ConfirmSelectOk(_)),
+            _ => false,
+        }
+    }
+
+    /// True when the method asks for no reply: its `nowait` bit is set.
+    /// Always false for methods without a `nowait` field.
+    pub fn nowait(&self) -> bool {
+        match self {
+            Method::ExchangeDeclare(m) => m.nowait,
+            Method::ExchangeDelete(m) => m.nowait,
+            Method::ExchangeBind(m) => m.nowait,
+            Method::ExchangeUnbind(m) => m.nowait,
+            Method::QueueDeclare(m) => m.nowait,
+            Method::QueueBind(m) => m.nowait,
+            Method::QueuePurge(m) => m.nowait,
+            Method::QueueDelete(m) => m.nowait,
+            Method::BasicConsume(m) => m.nowait,
+            Method::BasicCancel(m) => m.nowait,
+            Method::ConfirmSelect(m) => m.nowait,
+            _ => false,
         }
     }
 

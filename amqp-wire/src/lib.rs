@@ -50,6 +50,7 @@ mod frame;
 pub mod generated;
 mod parse;
 mod put;
+mod request;
 mod types;
 
 pub use content::{
@@ -63,6 +64,7 @@ pub use frame::{
 };
 pub use generated::constants;
 pub use generated::*;
+pub use request::Request;
 pub use types::{
     Decimal, FieldTable, FieldValue, InvalidShortString, LongString, ShortString,
     ShortStringTooLong,
