@@ -51,7 +51,8 @@ async fn main() -> pika::Result<()> {
     channel
         .default_exchange()
         .publish(Message::new(format!("Hello {routing_key}")), routing_key)
-        .await?;
+        .await?
+        .ensure_routed()?;
     println!(" [x] Sent 'Hello {routing_key}'");
 
     connection.close().await

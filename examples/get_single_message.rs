@@ -38,7 +38,8 @@ async fn main() -> pika::Result<()> {
                 .header("foo", "bar"),
             routing_key,
         )
-        .await?;
+        .await?
+        .ensure_routed()?;
 
     // Receiving message. An empty queue is Err(Error::QueueEmpty) unless
     // `.fail(false)` is set, so here there always is a message.

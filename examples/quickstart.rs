@@ -40,7 +40,7 @@ async fn main() -> Result<(), pika::Error> {
         );
         message.ack(false)?;
     }
-    exchange.delete(false).await?;
+    exchange.delete().await?;
     connection.close().await?;
     println!("done");
     Ok(())

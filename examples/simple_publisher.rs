@@ -14,7 +14,7 @@
 use pika::{Confirmation, Message};
 
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let connection = pika::connect(&url).await?;
 
@@ -22,7 +22,9 @@ async fn main() -> pika::Result<()> {
     let channel = connection.channel().await?;
 
     // The default exchange routes to the queue named by the routing key.
-    // With publisher confirms (the default) this waits for the broker.
+    // With publisher confirms (the default) this waits for the broker; a
+    // refusal (a nack: the queue is full with x-overflow=reject-publish)
+    // is an error, and `?` ends the program with it (exit code 1).
     let confirmation = channel
         .default_exchange()
         .publish(Message::new(format!("Hello {routing_key}")), routing_key)
@@ -36,5 +38,6 @@ async fn main() -> pika::Result<()> {
         _ => println!(" [x] Sent 'Hello {routing_key}'"),
     }
 
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

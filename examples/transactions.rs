@@ -32,7 +32,10 @@ async fn main() -> pika::Result<()> {
     // Publishing messages, but delivery will not be done before the commit.
     for i in 0..10 {
         let message = Message::new(format!("Hello #{i}"));
-        exchange.publish(message, routing_key).await?;
+        exchange
+            .publish(message, routing_key)
+            .await?
+            .ensure_routed()?;
     }
     scope.commit().await?;
     println!(" [x] Committed 10 messages");
@@ -43,7 +46,8 @@ async fn main() -> pika::Result<()> {
     let body = format!("Hello {routing_key}");
     exchange
         .publish(Message::new(body.clone()), routing_key)
-        .await?;
+        .await?
+        .ensure_routed()?;
     tx.commit().await?;
     println!(" [x] Committed '{body}'");
 
@@ -52,7 +56,8 @@ async fn main() -> pika::Result<()> {
     tx.select().await?;
     exchange
         .publish(Message::new("Should be rejected"), routing_key)
-        .await?;
+        .await?
+        .ensure_routed()?;
     tx.rollback().await?;
     println!(" [x] Rolled back 'Should be rejected'");
 

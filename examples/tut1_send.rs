@@ -28,7 +28,8 @@ async fn main() -> pika::Result<()> {
     channel
         .default_exchange()
         .publish(Message::new("Hello World!"), "hello")
-        .await?;
+        .await?
+        .ensure_routed()?;
     println!(" [x] Sent 'Hello World!'");
 
     // Closing the connection waits until everything was sent.

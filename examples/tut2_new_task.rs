@@ -36,7 +36,8 @@ async fn main() -> pika::Result<()> {
     channel
         .default_exchange()
         .publish(message, "task_queue")
-        .await?;
+        .await?
+        .ensure_routed()?;
     println!(" [x] Sent '{message_body}'");
 
     connection.close().await

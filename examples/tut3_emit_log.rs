@@ -37,7 +37,9 @@ async fn main() -> pika::Result<()> {
 
     // Sending the message. A fanout exchange ignores the routing key; with
     // no receiver bound, the message is lost, which is fine for logs.
-    logs_exchange.publish(message, "info").await?;
+    if let pika::Confirmation::Returned(_) = logs_exchange.publish(message, "info").await? {
+        println!(" [!] no queue is bound to 'logs': the message was dropped");
+    }
     println!(" [x] Sent '{message_body}'");
 
     connection.close().await

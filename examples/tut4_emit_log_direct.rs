@@ -41,7 +41,11 @@ async fn main() -> pika::Result<()> {
     let message = Message::new(message_body.clone()).delivery_mode(DeliveryMode::Persistent);
 
     // Sending the message: it reaches the queues bound with this severity.
-    logs_exchange.publish(message, routing_key).await?;
+    if let pika::Confirmation::Returned(_) = logs_exchange.publish(message, routing_key).await? {
+        // As in the tutorial: with no queue bound for the key, the message
+        // is dropped; the broker returned it, so say so.
+        println!(" [!] no queue is bound for '{routing_key}': the message was dropped");
+    }
     println!(" [x] Sent '{routing_key}':'{message_body}'");
 
     connection.close().await

@@ -42,7 +42,7 @@ async fn on_message(exchange: Exchange, message: IncomingMessage) {
             if let Some(correlation_id) = message.correlation_id() {
                 reply = reply.correlation_id(correlation_id);
             }
-            exchange.publish(reply, reply_to).await?;
+            exchange.publish(reply, reply_to).await?.ensure_routed()?;
             println!("Request complete");
             Ok::<_, Box<dyn Error + Send + Sync>>(())
         })

@@ -57,7 +57,9 @@ async fn publish(State(state): State<AppState>, body: Bytes) -> Result<&'static 
         .publish(Message::new(body), "test")
         .await;
     let _ = channel.close().await;
-    published.map_err(internal_error)?;
+    published
+        .and_then(pika::Confirmation::ensure_routed)
+        .map_err(internal_error)?;
     Ok("OK")
 }
 

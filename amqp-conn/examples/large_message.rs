@@ -3,7 +3,7 @@
 //! `cargo run --release -p amqp-conn --example large_message -- 16`
 //! (the size in MiB; the broker is `AMQP_URL` or the local one).
 
-use amqp_conn::{Connection, ConnectionConfig, PublishOutcome};
+use amqp_conn::{Confirmation, Connection, ConnectionConfig};
 use amqp_wire::{
     BasicConsume, BasicProperties, BasicPublish, QueueDeclare, QueueDelete, ShortString,
 };
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let confirm = channel
         .publish(publish, BasicProperties::default(), body.clone())
         .await?;
-    assert!(matches!(confirm.await, PublishOutcome::Ack));
+    assert!(matches!(confirm.await, Confirmation::Ack));
     drop(body);
     let (peak, rss) = memory();
     println!("after publishing {mib} MiB: peak {peak:.1} MiB, rss {rss:.1} MiB");

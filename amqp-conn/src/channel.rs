@@ -8,15 +8,18 @@ use std::task::{Context, Poll};
 
 use amqp_wire::{
     BasicAck, BasicConsume, BasicGet, BasicNack, BasicPublish, BasicReject, ConfirmSelect, Method,
+    Request,
 };
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, TryAcquireError};
 
 use crate::command::{ChannelRef, ChannelShared, Command, ConsumerSink, PublishCommand, Reply};
 use crate::connection::ConnectionInner;
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
-use crate::message::{Delivery, PublishOutcome, PublishProperties};
+use crate::message::{Confirmation, Delivery, PublishProperties};
+use crate::settlements::Refused;
+use crate::state::lock_settlements;
 
 #[derive(Debug)]
 pub(crate) struct ChannelInner {
@@ -41,18 +44,61 @@ impl ChannelInner {
         self.conn.send(command)
     }
 
-    pub(crate) fn cast(&self, method: Method) -> Result<()> {
-        self.send(Command::Cast {
-            channel: self.r,
+    fn settle(&self, delivery_tag: u64, multiple: bool, method: Method) -> Result<()> {
+        settle(
+            &self.shared,
+            self.r,
+            delivery_tag,
+            multiple,
             method,
-        })
+            |command| self.conn.send(command),
+        )
     }
+}
+
+/// Settles `delivery_tag` in the channel's book and queues `method` (its
+/// ack, nack or reject) with `send` while the book is held, so the frames
+/// go out in the order of the book. A tag settled before, or never
+/// delivered, is refused here and nothing is sent.
+pub(crate) fn settle(
+    shared: &ChannelShared,
+    r: ChannelRef,
+    delivery_tag: u64,
+    multiple: bool,
+    method: Method,
+    send: impl FnOnce(Command) -> Result<()>,
+) -> Result<()> {
+    let mut book = lock_settlements(shared);
+    if let Some(error) = shared.closed.get() {
+        return Err(error.clone());
+    }
+    let channel = r.id;
+    let merge = match book.settle(delivery_tag, multiple) {
+        Ok(merge) => merge,
+        Err(Refused::AlreadySettled) => {
+            return Err(Error::AlreadySettled {
+                channel,
+                delivery_tag,
+            })
+        }
+        Err(Refused::NeverDelivered) => {
+            return Err(Error::UnknownDeliveryTag {
+                channel,
+                delivery_tag,
+            })
+        }
+    };
+    send(Command::Cast {
+        channel: r,
+        method,
+        merge,
+    })
 }
 
 impl Drop for ChannelInner {
     fn drop(&mut self) {
         if self.shared.closed.get().is_none() {
-            let _ = self.conn.control.send(Command::CloseChannel {
+            let _ = self.conn.commands.send(Command::CloseChannel {
                 channel: self.r,
                 reply: None,
             });
@@ -71,29 +117,27 @@ pub struct Channel {
     pub(crate) inner: Arc<ChannelInner>,
 }
 
-/// The confirm of one publish: await it for the [`PublishOutcome`].
+/// The confirm of one publish: await it for the [`Confirmation`].
 ///
 /// Dropping it does not cancel the publish.
 #[derive(Debug)]
 pub struct PublishConfirm {
     /// The answer to wait for (channels in confirm mode), and the channel
     /// for its close reason when the task drops the confirm unanswered.
-    waiting: Option<(oneshot::Receiver<PublishOutcome>, Arc<ChannelInner>)>,
+    waiting: Option<(oneshot::Receiver<Confirmation>, Arc<ChannelInner>)>,
 }
 
 impl Future for PublishConfirm {
-    type Output = PublishOutcome;
+    type Output = Confirmation;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PublishOutcome> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Confirmation> {
         let Some((rx, channel)) = self.waiting.as_mut() else {
-            return Poll::Ready(PublishOutcome::NotConfirmed);
+            return Poll::Ready(Confirmation::NotConfirmed);
         };
         match Pin::new(rx).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
-            Poll::Ready(Err(_)) => {
-                Poll::Ready(PublishOutcome::Indeterminate(channel.closed_error()))
-            }
+            Poll::Ready(Err(_)) => Poll::Ready(Confirmation::Indeterminate(channel.closed_error())),
         }
     }
 }
@@ -110,7 +154,7 @@ impl Channel {
     }
 
     /// The channel number.
-    pub fn id(&self) -> u16 {
+    pub fn number(&self) -> u16 {
         self.inner.r.id
     }
 
@@ -134,57 +178,95 @@ impl Channel {
         self.inner.shared.confirm_mode.load(Ordering::Acquire)
     }
 
-    /// Sends a synchronous method (one whose `nowait` is false) and waits
-    /// for its reply; a broker refusal closes the channel and comes back
-    /// as [`Error::ChannelClosed`] with the reply code.
+    /// Sends a synchronous request and waits for its reply, typed by the
+    /// request (`QueueDeclare` gives `QueueDeclareOk`). Requests on a
+    /// channel go out one at a time, in the order of the calls (publishes
+    /// and acks included). A broker refusal closes the channel and comes
+    /// back as [`Error::ChannelClosed`] with the reply code.
+    ///
+    /// ```no_run
+    /// # async fn example(channel: amqp_conn::Channel) -> amqp_conn::Result<()> {
+    /// use amqp_wire::{QueueDeclare, ShortString};
+    /// let ok = channel.call(QueueDeclare { queue: ShortString::from_static("tasks"), ..Default::default() }).await?;
+    /// println!("{} messages waiting", ok.message_count);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A request with `nowait` set gets no reply: it is refused with
+    /// [`Error::NowaitRequest`]; send it with [`Channel::send_nowait`].
     ///
     /// # Cancel safety
     /// Dropping the future does not withdraw the request: it still goes
     /// out and its reply is discarded.
-    pub async fn call(&self, method: impl Into<Method>) -> Result<Method> {
+    pub async fn call<R: Request>(&self, request: R) -> Result<R::Reply> {
+        if request.nowait() {
+            return Err(Error::NowaitRequest { method: R::NAME });
+        }
         let (reply, rx) = oneshot::channel();
         self.inner.send(Command::Call {
             channel: self.inner.r,
-            method: method.into(),
+            method: request.into(),
             reply: Reply::Method(reply),
         })?;
-        rx.await.map_err(|_| self.inner.closed_error())?
+        let method = rx.await.map_err(|_| self.inner.closed_error())??;
+        R::reply_from(method).map_err(|other| Error::UnexpectedFrame {
+            channel: self.inner.r.id,
+            got: other.name(),
+            state: "waiting for the reply to a request",
+        })
     }
 
-    /// Queues a synchronous method without waiting for its reply (which
+    /// Queues a synchronous request without waiting for its reply (which
     /// is discarded); requests on the channel stay in order. For drops,
     /// which cannot wait.
-    pub fn call_detached(&self, method: impl Into<Method>) -> Result<()> {
+    pub fn call_detached<R: Request>(&self, request: R) -> Result<()> {
+        if request.nowait() {
+            return self.send_nowait(request);
+        }
         let (reply, _) = oneshot::channel();
         self.inner.send(Command::Call {
             channel: self.inner.r,
-            method: method.into(),
+            method: request.into(),
             reply: Reply::Method(reply),
         })
     }
 
-    /// Sends a method that has no reply.
-    pub fn cast(&self, method: impl Into<Method>) -> Result<()> {
-        self.inner.cast(method.into())
+    /// Sends a request with its `nowait` bit set: the broker answers
+    /// nothing (a refusal still closes the channel, reported to the next
+    /// operation and in [`Channel::close_reason`]). Refused with
+    /// [`Error::NowaitRequest`] when the bit is not set.
+    pub fn send_nowait<R: Request>(&self, request: R) -> Result<()> {
+        if !request.nowait() {
+            return Err(Error::NowaitRequest { method: R::NAME });
+        }
+        self.inner.send(Command::Cast {
+            channel: self.inner.r,
+            method: request.into(),
+            merge: false,
+        })
     }
 
     /// Puts the channel in confirm mode: every publish after this gets a
-    /// [`PublishOutcome`].
+    /// [`Confirmation`].
+    ///
+    /// # Cancel safety
+    /// As [`Channel::call`]: once sent, the select happens.
     pub async fn confirm_select(&self) -> Result<()> {
         self.call(ConfirmSelect { nowait: false }).await.map(drop)
     }
 
     /// Publishes a message. Returns once the message is queued for the
-    /// socket (waiting while the publish queue is full: a slow socket or a
-    /// blocked connection slows publishers down). Await the returned
-    /// [`PublishConfirm`] for the broker's answer in confirm mode.
+    /// socket (waiting while 1,024 publishes of the connection wait to be
+    /// written: a slow socket or a blocked connection slows publishers
+    /// down). Await the returned [`PublishConfirm`] for the broker's
+    /// answer in confirm mode.
     ///
     /// Fails at once, sending nothing, when the method or the properties
     /// do not fit in one frame.
     ///
     /// # Cancel safety
-    /// Dropping the future while it waits for room in the queue publishes
-    /// nothing.
+    /// Dropping the future while it waits for room publishes nothing.
     pub async fn publish(
         &self,
         publish: BasicPublish,
@@ -207,31 +289,31 @@ impl Channel {
         if let Some(error) = self.inner.shared.closed.get() {
             return Err(error.clone());
         }
+        let permits = &self.inner.conn.publish_permits;
+        // Most publishes find room: no acquire future to build.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| self.inner.closed_error())?,
+            Err(TryAcquireError::Closed) => return Err(self.inner.closed_error()),
+        };
         let (confirm, waiting) = if self.is_confirm_mode() {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some((rx, self.inner.clone())))
         } else {
             (None, None)
         };
-        let command = PublishCommand {
+        self.inner.send(Command::Publish(PublishCommand {
             channel: self.inner.r,
             publish,
             properties,
             body,
             confirm,
-        };
-        // Most publishes find room in the queue: no send future to build.
-        match self.inner.conn.publishes.try_send(command) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(command)) => self
-                .inner
-                .conn
-                .publishes
-                .send(command)
-                .await
-                .map_err(|_| self.inner.closed_error())?,
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.inner.closed_error()),
-        }
+            _permit: permit,
+        }))?;
         Ok(PublishConfirm { waiting })
     }
 
@@ -240,8 +322,18 @@ impl Channel {
     /// reading from the socket until the consumer takes a message, so
     /// memory stays bounded; with manual acks the prefetch count (see
     /// `basic.qos`) bounds it first.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped after the request was sent, the consumer
+    /// still starts; its first delivery finds no receiver, is given back
+    /// (rejected with requeue) and the consumer is cancelled.
     pub async fn consume(&self, consume: BasicConsume, buffer: usize) -> Result<Consumer> {
-        let (tx, rx) = mpsc::channel(buffer.max(1));
+        if consume.nowait {
+            return Err(Error::NowaitRequest {
+                method: "basic.consume",
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
         let end = Arc::new(OnceLock::new());
         let no_ack = consume.no_ack;
         let sink = ConsumerSink {
@@ -260,6 +352,10 @@ impl Channel {
     }
 
     /// Fetches one message (`basic.get`); `None` when the queue is empty.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped after the request was sent, a message
+    /// that arrives for it is given back (rejected with requeue).
     pub async fn get(&self, get: BasicGet) -> Result<Option<Delivery>> {
         let (reply, rx) = oneshot::channel();
         self.inner.send(Command::Call {
@@ -270,40 +366,62 @@ impl Channel {
         rx.await.map_err(|_| self.inner.closed_error())?
     }
 
-    /// Acknowledges a delivery (and, with `multiple`, every earlier one).
+    /// Acknowledges a delivery (and, with `multiple`, every earlier one
+    /// not yet settled).
+    ///
+    /// The channel keeps one book of which deliveries wait to be settled:
+    /// a tag settled before (alone or covered by a `multiple`) is refused
+    /// with [`Error::AlreadySettled`], a tag never delivered with
+    /// [`Error::UnknownDeliveryTag`], and nothing is sent (the broker
+    /// would close the channel with 406).
     ///
     /// Acks queued together go out as one: when every delivery up to
-    /// `delivery_tag` on this channel is settled, the connection replaces
-    /// the ack queued just before this one with a single `basic.ack` of
-    /// `delivery_tag` with `multiple` set, which acks exactly the same
-    /// messages and saves the broker a frame per message.
+    /// `delivery_tag` is settled, the connection replaces the ack queued
+    /// just before this one with a single `basic.ack` of `delivery_tag`
+    /// with `multiple` set, which acks exactly the same messages.
     pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        self.cast(BasicAck {
+        let ack = BasicAck {
             delivery_tag,
             multiple,
-        })
+        };
+        self.inner.settle(delivery_tag, multiple, ack.into())
     }
 
-    /// Rejects deliveries, requeueing them or not.
+    /// Rejects deliveries, requeueing them or not. Refused as
+    /// [`Channel::ack`] is for a tag already settled.
     pub fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        self.cast(BasicNack {
+        let nack = BasicNack {
             delivery_tag,
             multiple,
             requeue,
-        })
+        };
+        self.inner.settle(delivery_tag, multiple, nack.into())
     }
 
-    /// Rejects one delivery, requeueing it or not.
+    /// Rejects one delivery, requeueing it or not. Refused as
+    /// [`Channel::ack`] is for a tag already settled.
     pub fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        self.cast(BasicReject {
+        let reject = BasicReject {
             delivery_tag,
             requeue,
-        })
+        };
+        self.inner.settle(delivery_tag, false, reject.into())
     }
 
-    /// Closes the channel with code 200 and waits for the broker's
-    /// close-ok. Pending replies, confirms and consumers end with
+    /// True when the delivery `delivery_tag` of this channel was settled
+    /// (acked, nacked, rejected, or delivered without ack).
+    pub fn is_settled(&self, delivery_tag: u64) -> bool {
+        lock_settlements(&self.inner.shared).is_settled(delivery_tag)
+    }
+
+    /// Closes the channel with code 200: first waits (at most 5 seconds)
+    /// for the confirms of publishes already sent, so they end with the
+    /// broker's answer; then sends `channel.close` and waits for the
+    /// broker's close-ok. What is still pending then ends with
     /// [`Error::ChannelClosed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not stop the close.
     pub async fn close(&self) -> Result<()> {
         if self.inner.shared.closed.get().is_some() {
             return Ok(());

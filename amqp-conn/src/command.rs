@@ -1,14 +1,15 @@
 //! What handles send to the connection task, and how it answers.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use amqp_wire::{BasicPublish, Method, ShortString};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::error::{Error, Result};
-use crate::message::{Delivery, PublishOutcome, PublishProperties};
+use crate::message::{Confirmation, Delivery, PublishProperties};
+use crate::settlements::Settlements;
 
 /// A channel as handles name it: its number and which opening of that
 /// number (numbers are reused, a stale handle must not reach a new channel).
@@ -25,10 +26,16 @@ pub(crate) struct ChannelShared {
     pub(crate) closed: OnceLock<Error>,
     /// True once `confirm.select` succeeded.
     pub(crate) confirm_mode: AtomicBool,
+    /// The deliveries waiting to be settled: the one authority on it.
+    /// Handles settle under this lock and queue the frame before letting
+    /// go, so the frames go out in the order of the book; the task
+    /// records each delivery.
+    pub(crate) settlements: Mutex<Settlements>,
 }
 
 /// Why a consumer's stream of deliveries ended.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ConsumerEnd {
     /// The application cancelled it (`basic.cancel`).
     Cancelled,
@@ -85,9 +92,12 @@ impl Reply {
     }
 }
 
-/// Requests other than publishes.
+/// What handles send to the connection task, in one queue: the order of
+/// the calls on a channel is the order on the wire.
 #[derive(Debug)]
 pub(crate) enum Command {
+    /// Publish a message.
+    Publish(PublishCommand),
     /// Open a channel (a given number, or any free one).
     OpenChannel {
         id: Option<u16>,
@@ -100,8 +110,15 @@ pub(crate) enum Command {
         method: Method,
         reply: Reply,
     },
-    /// Send a method that has no reply (ack, nack, reject, ...).
-    Cast { channel: ChannelRef, method: Method },
+    /// Send a method that has no reply: an ack, nack or reject already
+    /// settled in the channel's book (`merge`: every delivery up to an
+    /// ack's tag is settled, so it may replace the ack queued before it),
+    /// or a request with `nowait` set.
+    Cast {
+        channel: ChannelRef,
+        method: Method,
+        merge: bool,
+    },
     /// Close a channel (`None` reply: the last handle was dropped).
     CloseChannel {
         channel: ChannelRef,
@@ -125,49 +142,49 @@ pub(crate) struct PublishCommand {
     pub(crate) properties: PublishProperties,
     pub(crate) body: Bytes,
     /// Where the confirm goes (channels in confirm mode).
-    pub(crate) confirm: Option<oneshot::Sender<PublishOutcome>>,
+    pub(crate) confirm: Option<oneshot::Sender<Confirmation>>,
+    /// The publish's place in the bounded number of publishes between the
+    /// handles and the socket: given back when the command is dropped
+    /// (encoded or failed), which lets the next publisher in.
+    pub(crate) _permit: OwnedSemaphorePermit,
 }
 
-/// True when `reply` answers `request`.
-pub(crate) fn is_reply_to(request: &Method, reply: &Method) -> bool {
-    if request.class_id() != reply.class_id() {
-        return false;
+impl Command {
+    /// The channel the command is for (`None`: the connection).
+    pub(crate) fn channel(&self) -> Option<ChannelRef> {
+        match self {
+            Command::Publish(publish) => Some(publish.channel),
+            Command::Call { channel, .. }
+            | Command::Cast { channel, .. }
+            | Command::CloseChannel { channel, .. } => Some(*channel),
+            Command::OpenChannel { .. } | Command::CloseConnection { .. } => None,
+        }
     }
-    match request {
-        Method::ExchangeUnbind(_) => matches!(reply, Method::ExchangeUnbindOk(_)),
-        Method::BasicGet(_) => matches!(reply, Method::BasicGetOk(_) | Method::BasicGetEmpty(_)),
-        _ => reply.method_id() == request.method_id() + 1 && reply.name().ends_with("-ok"),
-    }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use amqp_wire::*;
-
-    #[test]
-    fn replies_are_matched_to_their_requests() {
-        let declare: Method = QueueDeclare::default().into();
-        assert!(is_reply_to(
-            &declare,
-            &QueueDeclareOk {
-                queue: ShortString::default(),
-                message_count: 0,
-                consumer_count: 0
+    /// Ends the command with `error`: every waiter it carries resolves.
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Command::Publish(publish) => {
+                if let Some(confirm) = publish.confirm {
+                    let _ = confirm.send(Confirmation::Indeterminate(error));
+                }
             }
-            .into()
-        ));
-        assert!(!is_reply_to(&declare, &QueueBindOk::default().into()));
-        assert!(!is_reply_to(&declare, &ExchangeDeclareOk::default().into()));
-        let unbind: Method = ExchangeUnbind::default().into();
-        assert!(is_reply_to(&unbind, &ExchangeUnbindOk::default().into()));
-        let get: Method = BasicGet::default().into();
-        assert!(is_reply_to(&get, &BasicGetEmpty::default().into()));
-        let select: Method = ConfirmSelect::default().into();
-        assert!(is_reply_to(&select, &ConfirmSelectOk::default().into()));
-        let close: Method = ChannelClose::default().into();
-        assert!(is_reply_to(&close, &ChannelCloseOk::default().into()));
-        let consume: Method = BasicConsume::default().into();
-        assert!(!is_reply_to(&consume, &BasicCancel::default().into()));
+            Command::OpenChannel { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Call { reply, .. } => reply.fail(error),
+            Command::CloseChannel {
+                reply: Some(reply), ..
+            }
+            | Command::CloseConnection {
+                reply: Some(reply), ..
+            } => {
+                // What was asked for, a closed channel or connection, is so.
+                let _ = reply.send(Ok(()));
+            }
+            Command::Cast { .. }
+            | Command::CloseChannel { .. }
+            | Command::CloseConnection { .. } => {}
+        }
     }
 }

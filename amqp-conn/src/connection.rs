@@ -4,12 +4,12 @@
 use std::sync::{Arc, OnceLock};
 
 use amqp_wire::FieldTable;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::channel::Channel;
-use crate::command::{Command, PublishCommand};
+use crate::command::Command;
 use crate::config::ConnectionConfig;
 use crate::driver::{self, Driver};
 use crate::error::{CloseReason, Error, Initiator, Result};
@@ -18,16 +18,21 @@ use crate::state::ConnectionState;
 use crate::transport;
 use crate::tuning::Tuning;
 
-/// How many publishes may wait for the connection task before
-/// `publish` waits: the backpressure a slow socket or a blocked connection
-/// puts on publishers.
+/// How many publishes may wait for the connection task (queued, or held
+/// while the connection is blocked or the socket slow) before `publish`
+/// waits: the backpressure a slow socket or a blocked connection puts on
+/// publishers.
 const PUBLISH_QUEUE: usize = 1024;
 
 /// What the handles of one connection share.
 #[derive(Debug)]
 pub(crate) struct ConnectionInner {
-    pub(crate) control: mpsc::UnboundedSender<Command>,
-    pub(crate) publishes: mpsc::Sender<PublishCommand>,
+    /// Every command, publishes included, in one queue: the order of the
+    /// calls is the order the task sees.
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    /// A publish takes one before it is queued; the task gives it back
+    /// when the publish is encoded or failed.
+    pub(crate) publish_permits: Arc<Semaphore>,
     events: broadcast::Sender<ConnectionEvent>,
     /// Set by the task when it ends.
     pub(crate) closed: Arc<OnceLock<Error>>,
@@ -47,7 +52,7 @@ impl ConnectionInner {
 
     /// Sends a command; fails with the close reason when the task is gone.
     pub(crate) fn send(&self, command: Command) -> Result<()> {
-        self.control.send(command).map_err(|_| self.closed_error())
+        self.commands.send(command).map_err(|_| self.closed_error())
     }
 }
 
@@ -55,7 +60,7 @@ impl Drop for ConnectionInner {
     fn drop(&mut self) {
         // Dropping the last handle closes the connection; the task also
         // notices the closed command queue, this only says it sooner.
-        let _ = self.control.send(Command::CloseConnection {
+        let _ = self.commands.send(Command::CloseConnection {
             code: 200,
             text: "every handle of the connection was dropped".into(),
             reply: None,
@@ -130,8 +135,8 @@ impl Connection {
             "connection open"
         );
         let (events, _) = broadcast::channel(256);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let publish_permits = Arc::new(Semaphore::new(PUBLISH_QUEUE));
         let closed = Arc::new(OnceLock::new());
         let state = ConnectionState::new(
             opened.tuning,
@@ -140,14 +145,14 @@ impl Connection {
             Instant::now(),
         );
         driver::spawn(
-            Driver::new(transport, read, state, control_rx, publish_rx),
+            Driver::new(transport, read, state, commands_rx, publish_permits.clone()),
             closed.clone(),
             span,
         );
         Ok(Connection {
             inner: Arc::new(ConnectionInner {
-                control: control_tx,
-                publishes: publish_tx,
+                commands: commands_tx,
+                publish_permits,
                 events,
                 closed,
                 tuning: opened.tuning,
@@ -218,7 +223,7 @@ impl Connection {
 
     /// True once the connection task has ended.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.get().is_some() || self.inner.control.is_closed()
+        self.inner.closed.get().is_some() || self.inner.commands.is_closed()
     }
 
     /// The negotiated limits.

@@ -16,26 +16,23 @@ use std::task::{Context, Poll};
 use amqp_wire::Frame;
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSender;
 use tracing::Instrument;
 
-use crate::command::{ChannelRef, Command, PublishCommand};
+use crate::command::{ChannelRef, Command};
 use crate::config::ConnectionConfig;
 use crate::error::{Error, Result};
 use crate::handshake::{Handshake, Opened};
 use crate::message::Delivery;
-use crate::state::{ConnectionState, Phase, Stall};
+use crate::state::{ConnectionPhase, ConnectionState, Stall};
 use crate::transport::Transport;
 
-/// Stop taking publishes while this many bytes wait to be written: a slow
-/// socket or a blocked connection makes publishers wait on the bounded
-/// publish queue instead of growing memory.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Read buffer: room reserved before each read.
 const READ_RESERVE: usize = 64 * 1024;
-/// How many commands one turn takes before it reads and writes.
+/// How many commands (publishes included) one turn takes before it reads
+/// and writes.
 const COMMAND_BATCH: usize = 256;
 
 /// Runs the handshake on a fresh transport.
@@ -92,8 +89,11 @@ pub(crate) struct Driver {
     transport: Transport,
     read: BytesMut,
     state: ConnectionState,
-    control: mpsc::UnboundedReceiver<Command>,
-    publishes: mpsc::Receiver<PublishCommand>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// The publishes allowed between the handles and the socket; closed
+    /// when the task ends, so no publisher waits for room that never
+    /// comes.
+    publish_permits: Arc<Semaphore>,
     timer: Pin<Box<Sleep>>,
     stall: Option<(ChannelRef, PollSender<Delivery>, Delivery)>,
     needs_flush: bool,
@@ -105,15 +105,15 @@ impl Driver {
         transport: Transport,
         read: BytesMut,
         state: ConnectionState,
-        control: mpsc::UnboundedReceiver<Command>,
-        publishes: mpsc::Receiver<PublishCommand>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        publish_permits: Arc<Semaphore>,
     ) -> Self {
         Driver {
             transport,
             read,
             state,
-            control,
-            publishes,
+            commands,
+            publish_permits,
             timer: Box::pin(tokio::time::sleep_until(
                 Instant::now() + std::time::Duration::from_secs(3600),
             )),
@@ -125,7 +125,9 @@ impl Driver {
 
     /// Runs until the connection is over; returns why it ended.
     pub(crate) async fn run(mut self) -> Error {
-        poll_fn(|cx| self.poll(cx)).await
+        let error = poll_fn(|cx| self.poll(cx)).await;
+        self.publish_permits.close();
+        error
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
@@ -134,7 +136,6 @@ impl Driver {
             let mut progress = false;
             progress |= self.poll_stall(cx);
             progress |= self.poll_commands(cx, now);
-            progress |= self.poll_publishes(cx);
             match self.poll_read(cx, now) {
                 Ok(read) => progress |= read,
                 Err(error) => self.state.shutdown(error),
@@ -143,8 +144,10 @@ impl Driver {
                 Ok(wrote) => progress |= wrote,
                 Err(error) => self.state.shutdown(error),
             }
+            // Room was made, or the broker unblocked: held publishes go.
+            self.state.release_held(now);
             progress |= self.poll_timer(cx, now);
-            if let Phase::Closed { error } = &self.state.phase {
+            if let ConnectionPhase::Closed { error } = &self.state.phase {
                 if self.state.out.is_empty() && !self.needs_flush {
                     return Poll::Ready(error.clone());
                 }
@@ -193,20 +196,11 @@ impl Driver {
         }
     }
 
-    /// Publishes queued before a command go out before it, so a close or
-    /// a `tx.commit` never overtakes them.
-    fn drain_publishes(&mut self) {
-        while let Ok(publish) = self.publishes.try_recv() {
-            self.state.handle_publish(publish);
-        }
-    }
-
     fn poll_commands(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let mut progress = false;
         for _ in 0..COMMAND_BATCH {
-            match self.control.poll_recv(cx) {
+            match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(command)) => {
-                    self.drain_publishes();
                     self.state.handle_command(command, now);
                     progress = true;
                 }
@@ -214,7 +208,6 @@ impl Driver {
                     // Every handle is gone: close the connection.
                     if !self.handles_gone {
                         self.handles_gone = true;
-                        self.drain_publishes();
                         self.state.handle_command(
                             Command::CloseConnection {
                                 code: 200,
@@ -233,24 +226,9 @@ impl Driver {
         progress
     }
 
-    fn poll_publishes(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        while self.state.is_open() && !self.state.blocked && self.state.out.len() < WRITE_HIGH_WATER
-        {
-            match self.publishes.poll_recv(cx) {
-                Poll::Ready(Some(publish)) => {
-                    self.state.handle_publish(publish);
-                    progress = true;
-                }
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-        }
-        progress
-    }
-
     /// Decodes buffered frames, then reads more.
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool> {
-        if matches!(self.state.phase, Phase::Closed { .. }) {
+        if matches!(self.state.phase, ConnectionPhase::Closed { .. }) {
             return Ok(false);
         }
         let mut progress = self.decode_buffered(now)?;
@@ -264,7 +242,7 @@ impl Driver {
             Poll::Pending => {}
             Poll::Ready(Ok(0)) => {
                 let error = match &self.state.phase {
-                    Phase::Closing { error, .. } => error.clone(),
+                    ConnectionPhase::Closing { error, .. } => error.clone(),
                     _ => Error::io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "the broker closed the socket without connection.close",
@@ -283,7 +261,9 @@ impl Driver {
 
     fn decode_buffered(&mut self, now: Instant) -> Result<bool> {
         let mut progress = false;
-        while self.state.stall.is_none() && !matches!(self.state.phase, Phase::Closed { .. }) {
+        while self.state.stall.is_none()
+            && !matches!(self.state.phase, ConnectionPhase::Closed { .. })
+        {
             match Frame::decode(&mut self.read, self.state.tuning.frame_max) {
                 Ok(Some(frame)) => {
                     tracing::trace!(

@@ -231,18 +231,32 @@ pub enum Error {
     /// A name or other short string is longer than 255 bytes.
     #[error(transparent)]
     ShortString(#[from] amqp_wire::ShortStringTooLong),
-    /// An operation did not complete in time.
-    #[error("{operation} timed out after {after:?}")]
-    Timeout {
-        /// The operation, such as `queue.declare`.
-        operation: &'static str,
-        /// The timeout.
-        after: Duration,
+    /// The delivery was settled before (acked, nacked or rejected, alone
+    /// or covered by a `multiple`), or was delivered without ack. Nothing
+    /// was sent: the broker would have closed the channel with 406.
+    #[error("delivery {delivery_tag} on channel {channel} was already acked, nacked or rejected (or consumed without ack); each delivery is settled once")]
+    AlreadySettled {
+        /// The channel.
+        channel: u16,
+        /// The delivery tag.
+        delivery_tag: u64,
     },
-    /// The operation needs a channel mode that is not on (or is excluded
-    /// by another), such as transactions on a confirm channel.
-    #[error("{0}")]
-    InvalidState(&'static str),
+    /// No delivery with this tag was made on the channel (delivery tags
+    /// belong to the channel that received the message). Nothing was sent.
+    #[error("no delivery {delivery_tag} was made on channel {channel}; ack a message on the channel it was delivered on")]
+    UnknownDeliveryTag {
+        /// The channel.
+        channel: u16,
+        /// The delivery tag.
+        delivery_tag: u64,
+    },
+    /// A request awaited for its reply had its `nowait` bit set (the broker
+    /// would answer nothing), or one sent as nowait had it unset.
+    #[error("{method}: the nowait bit decides whether the broker replies; await requests with nowait=false, send the others with send_nowait")]
+    NowaitRequest {
+        /// The request, such as `queue.declare`.
+        method: &'static str,
+    },
 }
 
 impl Error {

@@ -1,7 +1,7 @@
 //! Notifications from the connection that a user can subscribe to.
 
 use crate::error::Error;
-use crate::message::Returned;
+use crate::message::ReturnedMessage;
 
 /// Something that happened on a connection: see
 /// [`Connection::events`](crate::Connection::events).
@@ -30,7 +30,7 @@ pub enum ConnectionEvent {
         /// The channel number.
         channel: u16,
         /// The message.
-        returned: Box<Returned>,
+        returned: Box<ReturnedMessage>,
     },
     /// The connection closed.
     Closed(Error),

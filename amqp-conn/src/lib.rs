@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), amqp_conn::Error> {
-//! use amqp_conn::{Connection, ConnectionConfig, PublishOutcome};
+//! use amqp_conn::{Connection, ConnectionConfig, Confirmation};
 //! use amqp_wire::{BasicProperties, BasicPublish, QueueDeclare, ShortString};
 //!
 //! let connection = Connection::open(ConnectionConfig::from_url("amqp://localhost")?).await?;
@@ -18,7 +18,7 @@
 //! channel.confirm_select().await?;
 //! let publish = BasicPublish { routing_key: ShortString::from_static("tasks"), ..Default::default() };
 //! let confirm = channel.publish(publish, BasicProperties::default(), "hello".into()).await?;
-//! assert!(matches!(confirm.await, PublishOutcome::Ack));
+//! assert!(matches!(confirm.await, Confirmation::Ack));
 //! connection.close().await?;
 //! # Ok(())
 //! # }
@@ -45,6 +45,7 @@ mod events;
 mod handshake;
 mod message;
 mod sasl;
+mod settlements;
 mod state;
 mod transport;
 mod tuning;
@@ -59,5 +60,5 @@ pub use connection::Connection;
 pub use consumer::Consumer;
 pub use error::{CloseReason, Error, Initiator, Result};
 pub use events::ConnectionEvent;
-pub use message::{Delivery, PublishOutcome, PublishProperties, Returned};
-pub use tuning::{negotiate, Tuning};
+pub use message::{Confirmation, Delivery, PublishProperties, ReturnedMessage};
+pub use tuning::Tuning;

@@ -89,7 +89,7 @@ pub struct Delivery {
 /// A mandatory (or immediate) message the broker could not route and
 /// returned (`basic.return`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Returned {
+pub struct ReturnedMessage {
     /// Why: usually `NO_ROUTE` (312).
     pub reply_code: ReplyCode,
     /// The broker's explanation.
@@ -107,7 +107,9 @@ pub struct Returned {
 /// What became of one publish on a channel in confirm mode: exactly one
 /// of these per publish.
 #[derive(Debug, Clone)]
-pub enum PublishOutcome {
+#[non_exhaustive]
+#[must_use = "a Nack, Returned or Indeterminate outcome means the message may not have arrived"]
+pub enum Confirmation {
     /// The broker took responsibility for the message (`basic.ack`).
     Ack,
     /// The broker could not take the message (`basic.nack`): for example a
@@ -116,7 +118,7 @@ pub enum PublishOutcome {
     Nack,
     /// The message was mandatory and could not be routed: the broker
     /// returned it (`basic.return`) before confirming it.
-    Returned(Box<Returned>),
+    Returned(Box<ReturnedMessage>),
     /// The channel or connection closed before the broker answered: the
     /// message may or may not have been taken. The error says why.
     Indeterminate(Error),
@@ -124,9 +126,9 @@ pub enum PublishOutcome {
     NotConfirmed,
 }
 
-impl PublishOutcome {
+impl Confirmation {
     /// True for `Ack`.
     pub fn is_ack(&self) -> bool {
-        matches!(self, PublishOutcome::Ack)
+        matches!(self, Confirmation::Ack)
     }
 }

@@ -38,14 +38,7 @@ fn smaller_nonzero<T: Ord + Default + Copy>(a: T, b: T) -> T {
 /// - heartbeat: if either side is 0 the other wins, else the smaller;
 /// - channel_max and frame_max: the smaller non-zero value (0 is "no
 ///   limit"), capped by our own limit; frame_max never below 4096.
-///
-/// ```
-/// use amqp_conn::{negotiate, Tuning};
-/// let ours = Tuning { channel_max: 2047, frame_max: 131_072, heartbeat: 60 };
-/// let server = Tuning { channel_max: 0, frame_max: 4096, heartbeat: 0 };
-/// assert_eq!(negotiate(ours, server), Tuning { channel_max: 2047, frame_max: 4096, heartbeat: 60 });
-/// ```
-pub fn negotiate(ours: Tuning, server: Tuning) -> Tuning {
+pub(crate) fn negotiate(ours: Tuning, server: Tuning) -> Tuning {
     let heartbeat = match (ours.heartbeat, server.heartbeat) {
         (0, other) | (other, 0) => other,
         (a, b) => a.min(b),

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use amqp_conn::{ConnectionEvent, ConsumerEnd, PublishOutcome};
+use amqp_conn::{Confirmation, ConnectionEvent, ConsumerEnd};
 use amqp_wire::*;
 use bytes::Bytes;
 use support::*;
@@ -121,8 +121,8 @@ async fn a_full_queue_with_reject_publish_nacks_the_publish() {
     let mut got = Vec::new();
     for confirm in outcomes {
         got.push(match confirm.await {
-            PublishOutcome::Ack => "ack",
-            PublishOutcome::Nack => "nack",
+            Confirmation::Ack => "ack",
+            Confirmation::Nack => "nack",
             other => panic!("unexpected {other:?}"),
         });
     }
@@ -162,8 +162,8 @@ async fn an_unroutable_mandatory_publish_is_returned_before_its_ack() {
         )
         .await
         .unwrap();
-    assert!(matches!(routed.await, PublishOutcome::Ack));
-    let PublishOutcome::Returned(returned) = unroutable.await else {
+    assert!(matches!(routed.await, Confirmation::Ack));
+    let Confirmation::Returned(returned) = unroutable.await else {
         panic!("expected a return")
     };
     assert_eq!(returned.reply_code, ReplyCode::NO_ROUTE);
@@ -202,7 +202,7 @@ async fn without_confirms_returns_arrive_as_events() {
     else {
         panic!("{event:?}")
     };
-    assert_eq!(id, channel.id());
+    assert_eq!(id, channel.number());
     assert_eq!(&returned.body[..], b"c");
     connection.close().await.unwrap();
 }
@@ -258,7 +258,7 @@ async fn a_16_mib_message_crosses_many_body_frames_intact() {
         )
         .await
         .unwrap();
-    assert!(matches!(confirm.await, PublishOutcome::Ack));
+    assert!(matches!(confirm.await, Confirmation::Ack));
     let mut consumer = channel
         .consume(
             BasicConsume {
@@ -352,9 +352,6 @@ async fn merged_acks_settle_exactly_the_acked_messages() {
         })
         .await
         .unwrap();
-    let Method::QueueDeclareOk(ok) = ok else {
-        panic!("expected queue.declare-ok, got {ok:?}");
-    };
     assert_eq!(ok.message_count, 1, "only the held message is left");
     let held = channel
         .get(BasicGet {

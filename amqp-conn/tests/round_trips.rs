@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use amqp_conn::{ConsumerEnd, Error, PublishOutcome};
+use amqp_conn::{Confirmation, ConsumerEnd, Error};
 use amqp_wire::*;
 use bytes::Bytes;
 use support::*;
@@ -47,7 +47,7 @@ async fn publish_with_confirm_then_get_and_ack() {
         .publish(publish_to(&queue), props, Bytes::from_static(b"hello"))
         .await
         .unwrap();
-    assert!(matches!(confirm.await, PublishOutcome::Ack));
+    assert!(matches!(confirm.await, Confirmation::Ack));
 
     let got = channel
         .get(BasicGet {

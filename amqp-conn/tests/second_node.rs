@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use amqp_conn::{
-    AuthMechanism, Connection, ConnectionConfig, ConnectionEvent, Error, PublishOutcome, TlsConfig,
+    AuthMechanism, Confirmation, Connection, ConnectionConfig, ConnectionEvent, Error, TlsConfig,
 };
 use amqp_wire::{BasicProperties, BasicPublish, QueueDeclare};
 use bytes::Bytes;
@@ -71,7 +71,7 @@ async fn tls_verified_connection(node: &SecondNode) {
         )
         .await
         .unwrap();
-    assert!(matches!(confirm.await, PublishOutcome::Ack));
+    assert!(matches!(confirm.await, Confirmation::Ack));
     connection.close().await.unwrap();
 }
 
@@ -214,6 +214,6 @@ async fn memory_alarm_blocks_publishers_without_killing_the_connection(node: &Se
     })
     .await;
     assert!(unblocked.is_ok(), "connection.unblocked within 15 s");
-    assert!(matches!(first.await, PublishOutcome::Ack));
+    assert!(matches!(first.await, Confirmation::Ack));
     connection.close().await.unwrap();
 }

@@ -1,13 +1,12 @@
 //! Channels: declaring exchanges and queues, quality of service,
 //! transactions.
 
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::time::Duration;
 
-use amqp_wire::{BasicQos, ExchangeDeclare, FieldTable, FieldValue, Method, QueueDeclare};
+use amqp_wire::{BasicQos, ExchangeDeclare, FieldTable, FieldValue, QueueDeclare, Request};
 
-use crate::error::{with_timeout, Error, Result};
+use crate::builder::{flag_setters, into_future, timeout_for, with_timeout};
+use crate::error::{Error, Result};
 use crate::exchange::{Exchange, ExchangeType};
 use crate::message::short;
 use crate::queue::Queue;
@@ -48,7 +47,7 @@ impl Channel {
 
     /// The channel number.
     pub fn number(&self) -> u16 {
-        self.inner.id()
+        self.inner.number()
     }
 
     /// True when publishes are confirmed by the broker.
@@ -66,13 +65,24 @@ impl Channel {
         self.inner.close_reason().map(Error::from)
     }
 
-    /// Closes the channel and waits for the broker's answer.
+    /// Closes the channel: first waits (at most 5 seconds) for the
+    /// confirms of publishes already sent, so that each ends with the
+    /// broker's answer, then closes and waits for the broker's close-ok.
+    /// Bounded by the channel's operation timeout, if set.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or a timeout) does not stop the close.
     pub async fn close(&self) -> Result<()> {
         let inner = &self.inner;
         with_timeout("channel.close", self.default_timeout, async {
             Ok(inner.close().await?)
         })
         .await
+    }
+
+    /// The timeout of an operation that sets `own` (or none).
+    pub(crate) fn timeout(&self, own: Option<Duration>) -> Option<Duration> {
+        timeout_for(own, self.default_timeout)
     }
 
     /// Declares an exchange (type `direct` unless set).
@@ -101,6 +111,9 @@ impl Channel {
 
     /// An existing exchange (a passive declare): fails with 404 when it
     /// does not exist, which closes the channel.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the declare still goes out.
     pub async fn get_exchange(&self, name: &str) -> Result<Exchange> {
         self.declare_exchange(name).passive(true).await
     }
@@ -141,6 +154,9 @@ impl Channel {
 
     /// An existing queue (a passive declare): fails with 404 when it does
     /// not exist, which closes the channel.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the declare still goes out.
     pub async fn get_queue(&self, name: &str) -> Result<Queue> {
         self.declare_queue(name).passive(true).await
     }
@@ -170,19 +186,30 @@ impl Channel {
         Ok(Transaction::new(self.clone()))
     }
 
-    /// Sends any synchronous method and returns its reply (for what pika
-    /// does not wrap); `timeout` falls back to the channel's operation
+    /// Sends a synchronous request pika does not wrap and returns its
+    /// reply, typed by the request (`QueueDeclare` gives
+    /// `QueueDeclareOk`). `timeout` falls back to the channel's operation
     /// timeout.
-    pub async fn call(
-        &self,
-        method: impl Into<Method>,
-        operation: &'static str,
-        timeout: Option<Duration>,
-    ) -> Result<Method> {
-        let method = method.into();
-        let timeout = timeout.or(self.default_timeout);
-        with_timeout(operation, timeout, async {
-            Ok(self.inner.call(method).await?)
+    ///
+    /// ```no_run
+    /// # async fn example(channel: pika::Channel) -> pika::Result<()> {
+    /// use pika::amqp_wire::{BasicRecover};
+    /// channel.call(BasicRecover { requeue: true }, None).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or a timeout) only stops waiting: the request
+    /// still goes out, and the broker acts on it.
+    pub async fn call<R>(&self, request: R, timeout: Option<Duration>) -> Result<R::Reply>
+    where
+        R: Request + Send,
+        R::Reply: Send,
+    {
+        let inner = &self.inner;
+        with_timeout(R::NAME, self.timeout(timeout), async {
+            Ok(inner.call(request).await?)
         })
         .await
     }
@@ -192,33 +219,6 @@ impl Channel {
         &self.inner
     }
 }
-
-macro_rules! into_future {
-    ($builder:ident => $output:ty) => {
-        impl<'a> IntoFuture for $builder<'a> {
-            type Output = Result<$output>;
-            type IntoFuture = Pin<Box<dyn Future<Output = Result<$output>> + Send + 'a>>;
-
-            fn into_future(self) -> Self::IntoFuture {
-                Box::pin(self.run())
-            }
-        }
-    };
-}
-pub(crate) use into_future;
-
-macro_rules! flag_setters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, on: bool) -> Self {
-                self.$name = on;
-                self
-            }
-        )*
-    };
-}
-pub(crate) use flag_setters;
 
 /// Builder of [`Channel::declare_exchange`]; await it.
 #[must_use = "nothing is declared until the builder is awaited"]
@@ -294,9 +294,7 @@ impl<'a> DeclareExchange<'a> {
             arguments: self.arguments,
             ..Default::default()
         };
-        self.channel
-            .call(declare, "exchange.declare", self.timeout)
-            .await?;
+        self.channel.call(declare, self.timeout).await?;
         Ok(Exchange::new(self.channel.clone(), name, self.kind))
     }
 }
@@ -368,24 +366,13 @@ impl<'a> DeclareQueue<'a> {
             arguments: self.arguments,
             ..Default::default()
         };
-        match self
-            .channel
-            .call(declare, "queue.declare", self.timeout)
-            .await?
-        {
-            Method::QueueDeclareOk(ok) => Ok(Queue::new(
-                self.channel.clone(),
-                ok.queue,
-                ok.message_count,
-                ok.consumer_count,
-            )),
-            other => Err(amqp_conn::Error::UnexpectedFrame {
-                channel: self.channel.number(),
-                got: other.name(),
-                state: "waiting for queue.declare-ok",
-            }
-            .into()),
-        }
+        let ok = self.channel.call(declare, self.timeout).await?;
+        Ok(Queue::new(
+            self.channel.clone(),
+            ok.queue,
+            ok.message_count,
+            ok.consumer_count,
+        ))
     }
 }
 
@@ -428,10 +415,7 @@ impl<'a> SetQos<'a> {
     }
 
     async fn run(self) -> Result<()> {
-        self.channel
-            .call(self.qos, "basic.qos", self.timeout)
-            .await
-            .map(drop)
+        self.channel.call(self.qos, self.timeout).await.map(drop)
     }
 }
 

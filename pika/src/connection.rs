@@ -369,7 +369,7 @@ impl<'a> OpenChannel<'a> {
         let connection = &self.connection.inner;
         let number = self.number;
         let confirms = self.publisher_confirms;
-        let inner = crate::error::with_timeout("channel.open", self.timeout, async move {
+        let inner = crate::builder::with_timeout("channel.open", self.timeout, async move {
             let channel = match number {
                 Some(n) => connection.open_channel_with_id(n).await?,
                 None => connection.open_channel().await?,

@@ -35,18 +35,28 @@ pub enum Error {
     /// opened with `on_return_raises(true)`.
     #[error("message to exchange '{}' with routing key '{}' was returned: {} ({}); bind a queue that matches, or publish with mandatory(false)", .0.exchange, .0.routing_key, .0.reply_text, .0.reply_code.0)]
     DeliveryError(Box<ReturnedMessage>),
+    /// The broker refused the message (`basic.nack`): a queue it routes to
+    /// is full with `x-overflow=reject-publish`, or the broker could not
+    /// store it. aio-pika raises `DeliveryError` here.
+    #[error("the broker refused the message to exchange '{exchange}' with routing key '{routing_key}' (basic.nack): a queue it routes to may be full (x-overflow=reject-publish) or the broker could not store it; publish it again later or give up")]
+    Nacked {
+        /// The exchange it was published to (`""`: the default exchange).
+        exchange: String,
+        /// The routing key it was published with.
+        routing_key: String,
+    },
     /// The channel or connection closed before the broker confirmed the
     /// publish: the message may or may not have been taken.
     #[error("publish not confirmed before the channel closed, the message may or may not have arrived: {0}")]
     Indeterminate(amqp_conn::Error),
-    /// The message was already acked, nacked or rejected: doing it again
-    /// would make the broker close the channel (406), so it is refused here.
-    #[error("message with delivery tag {delivery_tag} was already {how}; each message is acked, nacked or rejected once")]
+    /// The message was already acked, nacked or rejected (alone, or
+    /// covered by an ack or nack with `multiple`): doing it again would
+    /// make the broker close the channel (406), so it is refused here and
+    /// nothing is sent.
+    #[error("message with delivery tag {delivery_tag} was already acked, nacked or rejected (perhaps by a multiple ack); each message is settled once")]
     AlreadyProcessed {
         /// The delivery tag.
         delivery_tag: u64,
-        /// What was done first: `acked`, `nacked` or `rejected`.
-        how: &'static str,
     },
     /// The message was consumed with `no_ack`: the broker forgot it when
     /// it sent it, there is nothing to ack.
@@ -100,6 +110,14 @@ impl Error {
         matches!(self, Error::Amqp(e) if e.is_channel_error())
     }
 
+    /// True when an operation gave up waiting.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::Amqp(amqp_conn::Error::ConnectTimeout { .. })
+        )
+    }
+
     pub(crate) fn name(what: &'static str, err: amqp_wire::ShortStringTooLong) -> Self {
         Error::InvalidArgument {
             what,
@@ -110,17 +128,3 @@ impl Error {
 
 /// A `Result` with pika's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Runs `future` within `timeout`, if one is set.
-pub(crate) async fn with_timeout<T>(
-    operation: &'static str,
-    timeout: Option<Duration>,
-    future: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    match timeout {
-        None => future.await,
-        Some(after) => tokio::time::timeout(after, future)
-            .await
-            .map_err(|_| Error::Timeout { operation, after })?,
-    }
-}

@@ -5,13 +5,15 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::Duration;
 
-use amqp_conn::PublishOutcome;
+use amqp_conn::Confirmation as Outcome;
+
 use amqp_wire::{
     BasicPublish, ExchangeBind, ExchangeDelete, ExchangeUnbind, FieldTable, ShortString,
 };
 
+use crate::builder::{into_future, with_timeout};
 use crate::channel::Channel;
-use crate::error::{with_timeout, Error, Result};
+use crate::error::{Error, Result};
 use crate::message::{short, Message, ReturnedMessage};
 
 /// The type of an exchange: how it routes.
@@ -73,15 +75,22 @@ impl From<&str> for ExchangeType {
     }
 }
 
-/// What the broker said about a publish.
+/// What the broker said about a publish it did not refuse.
+///
+/// A refusal is an error, never a `Confirmation`: a nack is
+/// [`Error::Nacked`], a publish whose channel closed before the answer is
+/// [`Error::Indeterminate`], and a returned message is
+/// [`Error::DeliveryError`] on a channel opened with
+/// `on_return_raises(true)`. Without that option a returned message is
+/// [`Confirmation::Returned`]: check for it, or use `on_return_raises`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
+#[must_use = "a Returned confirmation means no queue got the message"]
 pub enum Confirmation {
     /// The broker took the message (`basic.ack`).
     Ack,
-    /// The broker refused it (`basic.nack`), for example a full queue with
-    /// `x-overflow=reject-publish`.
-    Nack,
-    /// Mandatory and unroutable: the broker sent it back.
+    /// Mandatory and unroutable: the broker sent it back (on a channel
+    /// without `on_return_raises`).
     Returned(Box<ReturnedMessage>),
     /// The channel has no publisher confirms: nothing was confirmed.
     NotConfirmed,
@@ -91,6 +100,24 @@ impl Confirmation {
     /// True for `Ack`.
     pub fn is_ack(&self) -> bool {
         matches!(self, Confirmation::Ack)
+    }
+
+    /// `Ok` unless the message came back unrouted, which becomes
+    /// [`Error::DeliveryError`]: for code that needs the message in a
+    /// queue and has nothing else to do with the confirmation.
+    ///
+    /// ```no_run
+    /// # async fn example(channel: pika::Channel) -> pika::Result<()> {
+    /// use pika::Message;
+    /// channel.default_exchange().publish(Message::new("work"), "tasks").await?.ensure_routed()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ensure_routed(self) -> Result<()> {
+        match self {
+            Confirmation::Returned(returned) => Err(Error::DeliveryError(returned)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -150,60 +177,162 @@ impl Exchange {
 
     /// Binds this exchange to `source`: messages published to `source`
     /// that match `routing_key` also reach this exchange.
-    pub async fn bind(&self, source: impl ExchangeName, routing_key: &str) -> Result<()> {
-        self.bind_with(source, routing_key, FieldTable::new(), None)
-            .await
+    ///
+    /// ```no_run
+    /// # async fn example(audit: pika::Exchange, logs: pika::Exchange) -> pika::Result<()> {
+    /// audit.bind(&logs, "billing.#").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bind<'a>(&'a self, source: impl ExchangeName, routing_key: &str) -> BindExchange<'a> {
+        BindExchange {
+            exchange: self,
+            source: source.exchange_name().to_string(),
+            routing_key: routing_key.to_string(),
+            arguments: FieldTable::new(),
+            invalid: None,
+            unbind: false,
+            timeout: None,
+        }
     }
 
-    /// [`bind`](Exchange::bind) with arguments and a timeout.
-    pub async fn bind_with(
-        &self,
-        source: impl ExchangeName,
-        routing_key: &str,
-        arguments: FieldTable,
-        timeout: Option<Duration>,
-    ) -> Result<()> {
-        let bind = ExchangeBind {
-            destination: self.name.clone(),
-            source: short("exchange name", source.exchange_name())?,
-            routing_key: short("routing key", routing_key)?,
-            arguments,
-            ..Default::default()
-        };
-        self.channel
-            .call(bind, "exchange.bind", timeout)
-            .await
-            .map(drop)
+    /// Removes a binding made with [`bind`](Exchange::bind) (same source,
+    /// routing key and arguments).
+    pub fn unbind<'a>(&'a self, source: impl ExchangeName, routing_key: &str) -> BindExchange<'a> {
+        BindExchange {
+            unbind: true,
+            ..self.bind(source, routing_key)
+        }
     }
 
-    /// Removes a binding made with [`bind`](Exchange::bind).
-    pub async fn unbind(&self, source: impl ExchangeName, routing_key: &str) -> Result<()> {
-        let unbind = ExchangeUnbind {
-            destination: self.name.clone(),
-            source: short("exchange name", source.exchange_name())?,
-            routing_key: short("routing key", routing_key)?,
-            ..Default::default()
-        };
-        self.channel
-            .call(unbind, "exchange.unbind", None)
-            .await
-            .map(drop)
+    /// Deletes the exchange (with `if_unused(true)`, only when nothing is
+    /// bound to it).
+    pub fn delete(&self) -> DeleteExchange<'_> {
+        DeleteExchange {
+            exchange: self,
+            if_unused: false,
+            timeout: None,
+        }
+    }
+}
+
+/// Builder of [`Exchange::bind`] and [`Exchange::unbind`]; await it.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// binding is made or removed all the same.
+#[must_use = "nothing is bound until the builder is awaited"]
+#[derive(Debug)]
+pub struct BindExchange<'a> {
+    exchange: &'a Exchange,
+    source: String,
+    routing_key: String,
+    arguments: FieldTable,
+    invalid: Option<Error>,
+    unbind: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> BindExchange<'a> {
+    /// A binding argument (headers exchanges match on these).
+    pub fn argument(mut self, key: &str, value: impl Into<amqp_wire::FieldValue>) -> Self {
+        match short("argument name", key) {
+            Ok(key) => self.arguments.insert(key, value),
+            Err(error) => {
+                self.invalid.get_or_insert(error);
+            }
+        }
+        self
     }
 
-    /// Deletes the exchange; with `if_unused`, only when no queue or
-    /// exchange is bound to it.
-    pub async fn delete(&self, if_unused: bool) -> Result<()> {
+    /// All arguments at once.
+    pub fn arguments(mut self, arguments: FieldTable) -> Self {
+        self.arguments = arguments;
+        self
+    }
+
+    /// Give up waiting after this long (default: the channel's operation
+    /// timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<()> {
+        if let Some(error) = self.invalid {
+            return Err(error);
+        }
+        let destination = self.exchange.name.clone();
+        let source = short("exchange name", &self.source)?;
+        let routing_key = short("routing key", &self.routing_key)?;
+        let channel = &self.exchange.channel;
+        if self.unbind {
+            let unbind = ExchangeUnbind {
+                destination,
+                source,
+                routing_key,
+                arguments: self.arguments,
+                ..Default::default()
+            };
+            channel.call(unbind, self.timeout).await.map(drop)
+        } else {
+            let bind = ExchangeBind {
+                destination,
+                source,
+                routing_key,
+                arguments: self.arguments,
+                ..Default::default()
+            };
+            channel.call(bind, self.timeout).await.map(drop)
+        }
+    }
+}
+
+into_future!(BindExchange => ());
+
+/// Builder of [`Exchange::delete`]; await it.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// exchange is deleted all the same.
+#[must_use = "nothing is deleted until the builder is awaited"]
+#[derive(Debug)]
+pub struct DeleteExchange<'a> {
+    exchange: &'a Exchange,
+    if_unused: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> DeleteExchange<'a> {
+    /// Only when no queue or exchange is bound to it (default false; a
+    /// refusal is 406 and closes the channel).
+    pub fn if_unused(mut self, on: bool) -> Self {
+        self.if_unused = on;
+        self
+    }
+
+    /// Give up waiting after this long (default: the channel's operation
+    /// timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<()> {
         let delete = ExchangeDelete {
-            exchange: self.name.clone(),
-            if_unused,
+            exchange: self.exchange.name.clone(),
+            if_unused: self.if_unused,
             ..Default::default()
         };
-        self.channel
-            .call(delete, "exchange.delete", None)
+        self.exchange
+            .channel
+            .call(delete, self.timeout)
             .await
             .map(drop)
     }
 }
+
+into_future!(DeleteExchange => ());
 
 /// Something that names an exchange: an [`Exchange`] or a `&str`.
 pub trait ExchangeName {
@@ -229,7 +358,13 @@ impl ExchangeName for &String {
     }
 }
 
-/// Builder of [`Exchange::publish`]; await it.
+/// Builder of [`Exchange::publish`]; await it for the [`Confirmation`]
+/// (a nack is [`Error::Nacked`]).
+///
+/// # Cancel safety
+/// Dropped before the message is queued (while it waits for room), it
+/// publishes nothing; dropped (or timed out) after, the message is
+/// published all the same and only its confirmation is not awaited.
 #[must_use = "nothing is published until the builder is awaited"]
 #[derive(Debug)]
 pub struct Publish<'a> {
@@ -295,10 +430,15 @@ impl<'a> Publish<'a> {
             ..Default::default()
         };
         let channel = &self.exchange.channel;
+        // Kept for the error of a nack: two reference counts, no copy.
+        let exchange = publish.exchange.clone();
+        let routing_key = publish.routing_key.clone();
         let confirm = channel.inner.publish(publish, properties, body).await?;
         Ok(PendingConfirmation {
             confirm,
             on_return_raises: channel.on_return_raises,
+            exchange,
+            routing_key,
         })
     }
 
@@ -323,12 +463,18 @@ impl<'a> IntoFuture for Publish<'a> {
 }
 
 /// A queued publish whose confirmation has not been awaited yet: see
-/// [`Publish::send`]. Await it for the [`Confirmation`].
-#[must_use = "await it for the broker's confirmation"]
+/// [`Publish::send`]. Await it for the [`Confirmation`]; a nack is
+/// [`Error::Nacked`].
+///
+/// # Cancel safety
+/// Dropping it only stops waiting: the message is published all the same.
+#[must_use = "await it for the broker's confirmation: a nack is an error"]
 #[derive(Debug)]
 pub struct PendingConfirmation {
     confirm: amqp_conn::PublishConfirm,
     on_return_raises: bool,
+    exchange: ShortString,
+    routing_key: ShortString,
 }
 
 impl Future for PendingConfirmation {
@@ -340,10 +486,13 @@ impl Future for PendingConfirmation {
     ) -> std::task::Poll<Self::Output> {
         let outcome = std::task::ready!(Pin::new(&mut self.confirm).poll(cx));
         std::task::Poll::Ready(match outcome {
-            PublishOutcome::Ack => Ok(Confirmation::Ack),
-            PublishOutcome::Nack => Ok(Confirmation::Nack),
-            PublishOutcome::NotConfirmed => Ok(Confirmation::NotConfirmed),
-            PublishOutcome::Returned(returned) => {
+            Outcome::Ack => Ok(Confirmation::Ack),
+            Outcome::Nack => Err(Error::Nacked {
+                exchange: self.exchange.to_string(),
+                routing_key: self.routing_key.to_string(),
+            }),
+            Outcome::NotConfirmed => Ok(Confirmation::NotConfirmed),
+            Outcome::Returned(returned) => {
                 let returned = Box::new(ReturnedMessage::from(*returned));
                 if self.on_return_raises {
                     Err(Error::DeliveryError(returned))
@@ -351,7 +500,14 @@ impl Future for PendingConfirmation {
                     Ok(Confirmation::Returned(returned))
                 }
             }
-            PublishOutcome::Indeterminate(error) => Err(Error::Indeterminate(error)),
+            Outcome::Indeterminate(error) => Err(Error::Indeterminate(error)),
+            // A later kind of outcome: never taken for success.
+            _ => Err(Error::Indeterminate(amqp_conn::Error::ConnectionClosed(
+                amqp_conn::CloseReason::library(
+                    amqp_wire::ReplyCode::INTERNAL_ERROR,
+                    "a publish outcome this version of pika does not know",
+                ),
+            ))),
         })
     }
 }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use amqp_conn::Delivery;
@@ -13,37 +12,24 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::message::MessageInfo;
 
-const PENDING: u8 = 0;
-const ACKED: u8 = 1;
-const NACKED: u8 = 2;
-const REJECTED: u8 = 3;
-
-fn how(state: u8) -> &'static str {
-    match state {
-        ACKED => "acked",
-        NACKED => "nacked",
-        _ => "rejected",
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     delivery: Delivery,
     channel: amqp_conn::Channel,
     no_ack: bool,
-    state: AtomicU8,
 }
 
 /// A message delivered by the broker (to a consumer, an iterator or
 /// `Queue::get`).
 ///
-/// Cheap to clone; clones share whether the message was acked. Ack, nack
-/// or reject it once: a second time is refused here with
-/// [`Error::AlreadyProcessed`] instead of letting the broker close the
-/// channel. A message that is dropped without either stays unacknowledged
-/// until its channel closes, when the broker requeues it; use
-/// [`process`](IncomingMessage::process) to have it acked or rejected for
-/// you.
+/// Cheap to clone. Ack, nack or reject it once: a second time (or after
+/// an ack or nack with `multiple` covered it) is refused here with
+/// [`Error::AlreadyProcessed`] and nothing is sent, instead of letting the
+/// broker close the channel. The channel keeps the one record of which
+/// deliveries are settled. A message that is dropped without either stays
+/// unacknowledged until its channel closes, when the broker requeues it;
+/// use [`process`](IncomingMessage::process) to have it acked or rejected
+/// for you.
 #[derive(Debug, Clone)]
 pub struct IncomingMessage {
     inner: Arc<Inner>,
@@ -56,7 +42,6 @@ impl IncomingMessage {
                 delivery,
                 channel,
                 no_ack,
-                state: AtomicU8::new(PENDING),
             }),
         }
     }
@@ -126,56 +111,74 @@ impl IncomingMessage {
         self.inner.delivery.message_count
     }
 
-    /// The properties as plain values.
+    /// The properties and the delivery fields (exchange, routing key,
+    /// delivery tag, redelivered, consumer tag, message count) as plain
+    /// values, as aio-pika's `info()`.
+    ///
+    /// ```no_run
+    /// # fn example(message: pika::IncomingMessage) {
+    /// let info = message.info();
+    /// println!("{:?} {:?} tag {:?}", info.exchange, info.routing_key, info.delivery_tag);
+    /// # }
+    /// ```
     pub fn info(&self) -> MessageInfo {
-        MessageInfo::new(self.body().len(), self.properties())
+        let delivery = &self.inner.delivery;
+        MessageInfo {
+            exchange: Some(delivery.exchange.to_string()),
+            routing_key: Some(delivery.routing_key.to_string()),
+            delivery_tag: Some(delivery.delivery_tag),
+            redelivered: Some(delivery.redelivered),
+            consumer_tag: delivery.consumer_tag.as_ref().map(|t| t.to_string()),
+            message_count: delivery.message_count,
+            ..MessageInfo::new(self.body().len(), self.properties())
+        }
     }
 
-    /// True once acked, nacked or rejected.
+    /// True once acked, nacked or rejected (alone, or covered by an ack or
+    /// nack with `multiple`), or when consumed without ack.
     pub fn processed(&self) -> bool {
-        self.inner.state.load(Ordering::Acquire) != PENDING
+        self.inner.channel.is_settled(self.delivery_tag())
     }
 
-    fn settle(&self, to: u8) -> Result<()> {
+    /// Turns the channel's refusal of a second settlement into pika's
+    /// error; a no-ack message has nothing to settle.
+    fn settle(
+        &self,
+        settle: impl FnOnce(&amqp_conn::Channel) -> amqp_conn::Result<()>,
+    ) -> Result<()> {
         let delivery_tag = self.delivery_tag();
         if self.inner.no_ack {
             return Err(Error::NoAck { delivery_tag });
         }
-        self.inner
-            .state
-            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(|first| Error::AlreadyProcessed {
-                delivery_tag,
-                how: how(first),
-            })?;
-        Ok(())
+        settle(&self.inner.channel).map_err(|error| match error {
+            amqp_conn::Error::AlreadySettled { .. } => Error::AlreadyProcessed { delivery_tag },
+            other => Error::from(other),
+        })
     }
 
-    /// Acknowledges the message (with `multiple`, every earlier unacked
+    /// Acknowledges the message (with `multiple`, every earlier unsettled
     /// one on the channel too). Sends and returns: no broker reply.
     pub fn ack(&self, multiple: bool) -> Result<()> {
-        self.settle(ACKED)?;
-        Ok(self.inner.channel.ack(self.delivery_tag(), multiple)?)
+        let tag = self.delivery_tag();
+        self.settle(|channel| channel.ack(tag, multiple))
     }
 
     /// Negative acknowledgement, requeueing or dropping (dead-lettering).
     pub fn nack(&self, multiple: bool, requeue: bool) -> Result<()> {
-        self.settle(NACKED)?;
-        Ok(self
-            .inner
-            .channel
-            .nack(self.delivery_tag(), multiple, requeue)?)
+        let tag = self.delivery_tag();
+        self.settle(|channel| channel.nack(tag, multiple, requeue))
     }
 
     /// Rejects the message, requeueing it or dropping (dead-lettering) it.
     pub fn reject(&self, requeue: bool) -> Result<()> {
-        self.settle(REJECTED)?;
-        Ok(self.inner.channel.reject(self.delivery_tag(), requeue)?)
+        let tag = self.delivery_tag();
+        self.settle(|channel| channel.reject(tag, requeue))
     }
 
     /// Processes the message with aio-pika's `process()` semantics: ack
-    /// when the work succeeds; reject when it fails, panics or the guard
-    /// is dropped.
+    /// when the work succeeds; reject (requeued or not, as configured)
+    /// when it fails or panics. A [guard](Process::guard) dropped without
+    /// a decision requeues the message (see [`ProcessGuard`]).
     ///
     /// ```no_run
     /// # async fn example(message: pika::IncomingMessage) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -211,7 +214,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Requeue the message when the work fails (default: drop it).
+    /// Requeue the message when the work fails or panics (default: drop
+    /// or dead-letter it).
     pub fn requeue(mut self, requeue: bool) -> Self {
         self.requeue = requeue;
         self
@@ -231,8 +235,10 @@ impl Process {
         self
     }
 
-    /// A guard: [`ProcessGuard::ack`] when the work succeeded; dropping it
-    /// (on an error path or in a panic) rejects the message.
+    /// A guard: [`ProcessGuard::ack`] when the work succeeded,
+    /// [`ProcessGuard::reject`] when it failed. Dropped in a panic, it
+    /// rejects as configured; dropped without a decision otherwise, it
+    /// requeues the message and logs a warning (never discards it).
     pub fn guard(self) -> ProcessGuard {
         ProcessGuard {
             process: Some(self),
@@ -277,8 +283,28 @@ impl Process {
     }
 }
 
-/// Rejects its message when dropped unless [`ack`](ProcessGuard::ack)ed;
-/// dereferences to the message.
+/// Settles its message when the work is done; dereferences to the message.
+///
+/// Decide with [`ack`](ProcessGuard::ack) or
+/// [`reject`](ProcessGuard::reject). When the guard is dropped without a
+/// decision:
+/// - during a panic, the message is rejected as configured (requeued with
+///   [`Process::requeue`], else dropped or dead-lettered), as aio-pika
+///   does when the block raises;
+/// - otherwise (a forgotten `ack`, or an early return with `?`), the
+///   message is **requeued** and a warning logged: forgetting a decision
+///   never loses a message. Reject explicitly to drop it.
+///
+/// ```no_run
+/// # async fn example(message: pika::IncomingMessage) -> pika::Result<()> {
+/// let guard = message.process().requeue(false).guard();
+/// if guard.body().is_empty() {
+///     return guard.reject(); // dropped or dead-lettered, as configured
+/// }
+/// // ... the work ...
+/// guard.ack()
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ProcessGuard {
     process: Option<Process>,
@@ -319,10 +345,26 @@ impl Deref for ProcessGuard {
 
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
-        if let Some(process) = self.process.take() {
+        let Some(process) = self.process.take() else {
+            return;
+        };
+        if std::thread::panicking() {
             if let Err(error) = process.fail() {
-                tracing::warn!(%error, "could not reject a message whose processing was abandoned");
+                tracing::warn!(%error, "could not reject a message whose processing panicked");
             }
+            return;
+        }
+        let message = &process.message;
+        if message.processed() {
+            // Settled by hand inside the work: nothing was forgotten.
+            return;
+        }
+        tracing::warn!(
+            delivery_tag = message.delivery_tag(),
+            "a processing guard was dropped without ack or reject: the message is requeued"
+        );
+        if let Err(error) = message.reject(true) {
+            tracing::warn!(%error, "could not requeue a message whose processing guard was dropped");
         }
     }
 }

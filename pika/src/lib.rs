@@ -55,6 +55,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod builder;
 mod channel;
 mod connection;
 mod error;
@@ -70,11 +71,12 @@ pub use channel::{Channel, DeclareExchange, DeclareQueue, SetQos};
 pub use connection::{connect, connect_with, ConnectOptions, Connection, OpenChannel, TlsOptions};
 pub use error::{Error, Result};
 pub use exchange::{
-    Confirmation, Exchange, ExchangeName, ExchangeType, PendingConfirmation, Publish,
+    BindExchange, Confirmation, DeleteExchange, Exchange, ExchangeName, ExchangeType,
+    PendingConfirmation, Publish,
 };
 pub use incoming::{IncomingMessage, Process, ProcessGuard};
 pub use message::{table, DeliveryMode, Message, MessageInfo, ReturnedMessage};
-pub use queue::{Bind, Consume, Delete, Get, Iterator, Queue, QueueIterator};
+pub use queue::{Bind, Cancel, Consume, Delete, Get, IterateQueue, Purge, Queue, QueueIterator};
 pub use transaction::{Transaction, TransactionScope};
 
 /// The connection layer pika is built on.

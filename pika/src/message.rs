@@ -199,8 +199,10 @@ impl Message {
     }
 }
 
-/// A message's properties as plain values (aio-pika's `info()`).
+/// A message's properties as plain values (aio-pika's `info()`); for a
+/// message from the broker, its delivery fields too.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct MessageInfo {
     /// Body length in bytes.
     pub body_size: usize,
@@ -230,6 +232,18 @@ pub struct MessageInfo {
     pub user_id: Option<String>,
     /// App id.
     pub app_id: Option<String>,
+    /// The exchange it was published to (messages from the broker).
+    pub exchange: Option<String>,
+    /// The routing key it was published with (messages from the broker).
+    pub routing_key: Option<String>,
+    /// The delivery tag on its channel (messages from the broker).
+    pub delivery_tag: Option<u64>,
+    /// True when delivered before (messages from the broker).
+    pub redelivered: Option<bool>,
+    /// The consumer's tag (delivered to a consumer).
+    pub consumer_tag: Option<String>,
+    /// Messages left in the queue (fetched with `Queue::get`).
+    pub message_count: Option<u32>,
 }
 
 impl MessageInfo {
@@ -250,6 +264,7 @@ impl MessageInfo {
             message_type: text(&p.kind),
             user_id: text(&p.user_id),
             app_id: text(&p.app_id),
+            ..MessageInfo::default()
         }
     }
 }
@@ -271,8 +286,8 @@ pub struct ReturnedMessage {
     pub body: Bytes,
 }
 
-impl From<amqp_conn::Returned> for ReturnedMessage {
-    fn from(r: amqp_conn::Returned) -> Self {
+impl From<amqp_conn::ReturnedMessage> for ReturnedMessage {
+    fn from(r: amqp_conn::ReturnedMessage) -> Self {
         ReturnedMessage {
             reply_code: r.reply_code,
             reply_text: r.reply_text.to_string(),

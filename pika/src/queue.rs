@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use amqp_conn::ConsumerEnd;
 use amqp_wire::{
-    BasicCancel, BasicConsume, BasicGet, FieldTable, FieldValue, Method, QueueBind, QueueDelete,
+    BasicCancel, BasicConsume, BasicGet, FieldTable, FieldValue, QueueBind, QueueDelete,
     QueuePurge, QueueUnbind, ShortString,
 };
 use tokio::sync::Semaphore;
 
-use crate::channel::{flag_setters, into_future, Channel};
-use crate::error::{with_timeout, Error, Result};
+use crate::builder::{flag_setters, into_future, with_timeout};
+use crate::channel::Channel;
+use crate::error::{Error, Result};
 use crate::exchange::ExchangeName;
 use crate::incoming::IncomingMessage;
 use crate::message::short;
@@ -111,39 +112,46 @@ impl Queue {
         }
     }
 
-    /// Stops the consumer `consumer_tag`; messages already delivered to it
-    /// still run their callbacks.
-    pub async fn cancel(&self, consumer_tag: &str) -> Result<()> {
-        let cancel = BasicCancel {
-            consumer_tag: short("consumer tag", consumer_tag)?,
+    /// Stops the consumer `consumer_tag` (aio-pika's
+    /// `cancel(consumer_tag, timeout=None, nowait=False)`); messages
+    /// already delivered to it still run their callbacks.
+    ///
+    /// ```no_run
+    /// # async fn example(queue: pika::Queue, tag: String) -> pika::Result<()> {
+    /// queue.cancel(&tag).timeout(std::time::Duration::from_secs(2)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cancel<'a>(&'a self, consumer_tag: &str) -> Cancel<'a> {
+        Cancel {
+            queue: self,
+            consumer_tag: consumer_tag.to_string(),
             nowait: false,
-        };
-        // The consumer's task ends when its stream of deliveries does.
-        self.channel.call(cancel, "basic.cancel", None).await?;
-        Ok(())
+            timeout: None,
+        }
     }
 
     /// Fetches one message (`basic.get`). With `fail(true)` (the default)
     /// an empty queue is [`Error::QueueEmpty`], else `Ok(None)`. Times out
-    /// after 5 seconds unless set otherwise.
+    /// as every operation does: its own `timeout`, else the channel's
+    /// operation timeout.
     pub fn get(&self) -> Get<'_> {
         Get {
             queue: self,
             no_ack: false,
             fail: true,
-            timeout: Some(Duration::from_secs(5)),
+            timeout: None,
         }
     }
 
-    /// Removes every ready message; returns how many.
-    pub async fn purge(&self) -> Result<u32> {
-        let purge = QueuePurge {
-            queue: self.name.clone(),
-            ..Default::default()
-        };
-        match self.channel.call(purge, "queue.purge", None).await? {
-            Method::QueuePurgeOk(ok) => Ok(ok.message_count),
-            _ => Ok(0),
+    /// Removes every ready message (aio-pika's
+    /// `purge(no_wait=False, timeout=None)`); await it for how many
+    /// (`None` with `no_wait`, when the broker does not say).
+    pub fn purge(&self) -> Purge<'_> {
+        Purge {
+            queue: self,
+            no_wait: false,
+            timeout: None,
         }
     }
 
@@ -173,8 +181,8 @@ impl Queue {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn iterator(&self) -> Iterator<'_> {
-        Iterator {
+    pub fn iterator(&self) -> IterateQueue<'_> {
+        IterateQueue {
             queue: self,
             options: ConsumeOptions::default(),
         }
@@ -198,7 +206,7 @@ impl Queue {
         let channel = &self.channel.inner;
         with_timeout(
             "basic.consume",
-            options.timeout.or(self.channel.default_timeout),
+            self.channel.timeout(options.timeout),
             async { Ok(channel.consume(consume, CONSUMER_BUFFER).await?) },
         )
         .await
@@ -257,6 +265,11 @@ macro_rules! consume_setters {
 }
 
 /// Builder of [`Queue::consume`]; await it for the consumer tag.
+///
+/// # Cancel safety
+/// Dropped (or timed out) after `basic.consume` went out, the consumer
+/// still starts on the broker: its first delivery finds nobody, is given
+/// back (rejected with requeue) and the consumer is cancelled then.
 #[must_use = "nothing is consumed until the builder is awaited"]
 pub struct Consume<'a, F> {
     queue: &'a Queue,
@@ -315,14 +328,18 @@ where
 }
 
 /// Builder of [`Queue::iterator`]; await it for the [`QueueIterator`].
+///
+/// # Cancel safety
+/// As [`Consume`]: dropped after `basic.consume` went out, the consumer
+/// is cancelled at its first delivery, which is given back.
 #[must_use = "nothing is consumed until the builder is awaited"]
 #[derive(Debug)]
-pub struct Iterator<'a> {
+pub struct IterateQueue<'a> {
     queue: &'a Queue,
     options: ConsumeOptions,
 }
 
-impl<'a> Iterator<'a> {
+impl<'a> IterateQueue<'a> {
     consume_setters!();
 
     async fn run(self) -> Result<QueueIterator> {
@@ -335,7 +352,7 @@ impl<'a> Iterator<'a> {
     }
 }
 
-into_future!(Iterator => QueueIterator);
+into_future!(IterateQueue => QueueIterator);
 
 /// Messages of a queue as a [`Stream`](futures_core::Stream).
 ///
@@ -359,6 +376,9 @@ impl QueueIterator {
 
     /// Cancels the consumer; messages already buffered are still yielded,
     /// then the stream ends.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the cancel still goes out.
     pub async fn close(&self) -> Result<()> {
         Ok(self.consumer.cancel().await?)
     }
@@ -393,6 +413,10 @@ impl futures_core::Stream for QueueIterator {
 }
 
 /// Builder of [`Queue::bind`] and [`Queue::unbind`]; await it.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// binding is made or removed all the same.
 #[must_use = "nothing is bound until the builder is awaited"]
 #[derive(Debug)]
 pub struct Bind<'a> {
@@ -430,7 +454,8 @@ impl<'a> Bind<'a> {
         let exchange = short("exchange name", &self.exchange)?;
         let routing_key = short("routing key", &self.routing_key)?;
         let queue = self.queue.name.clone();
-        let (method, operation): (Method, _) = if self.unbind {
+        let channel = &self.queue.channel;
+        if self.unbind {
             let unbind = QueueUnbind {
                 queue,
                 exchange,
@@ -438,7 +463,7 @@ impl<'a> Bind<'a> {
                 arguments: self.arguments,
                 ..Default::default()
             };
-            (unbind.into(), "queue.unbind")
+            channel.call(unbind, self.timeout).await.map(drop)
         } else {
             let bind = QueueBind {
                 queue,
@@ -447,19 +472,18 @@ impl<'a> Bind<'a> {
                 arguments: self.arguments,
                 ..Default::default()
             };
-            (bind.into(), "queue.bind")
-        };
-        self.queue
-            .channel
-            .call(method, operation, self.timeout)
-            .await
-            .map(drop)
+            channel.call(bind, self.timeout).await.map(drop)
+        }
     }
 }
 
 into_future!(Bind => ());
 
 /// Builder of [`Queue::get`]; await it.
+///
+/// # Cancel safety
+/// Dropped (or timed out) after `basic.get` went out, a message that then
+/// arrives for it is given back to the queue (rejected with requeue).
 #[must_use = "nothing is fetched until the builder is awaited"]
 #[derive(Debug)]
 pub struct Get<'a> {
@@ -477,7 +501,7 @@ impl<'a> Get<'a> {
         fail,
     }
 
-    /// Give up after this long (default 5 seconds).
+    /// Give up after this long (default: the channel's operation timeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -490,10 +514,9 @@ impl<'a> Get<'a> {
             ..Default::default()
         };
         let channel = &self.queue.channel.inner;
-        let delivery = with_timeout("basic.get", self.timeout, async {
-            Ok(channel.get(get).await?)
-        })
-        .await?;
+        let timeout = self.queue.channel.timeout(self.timeout);
+        let delivery =
+            with_timeout("basic.get", timeout, async { Ok(channel.get(get).await?) }).await?;
         match delivery {
             Some(delivery) => Ok(Some(IncomingMessage::new(
                 delivery,
@@ -512,6 +535,10 @@ into_future!(Get => Option<IncomingMessage>);
 
 /// Builder of [`Queue::delete`]; await it for the number of messages
 /// deleted with the queue.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// queue is deleted all the same.
 #[must_use = "nothing is deleted until the builder is awaited"]
 #[derive(Debug)]
 pub struct Delete<'a> {
@@ -542,16 +569,95 @@ impl<'a> Delete<'a> {
             if_empty: self.if_empty,
             ..Default::default()
         };
-        match self
-            .queue
-            .channel
-            .call(delete, "queue.delete", self.timeout)
-            .await?
-        {
-            Method::QueueDeleteOk(ok) => Ok(ok.message_count),
-            _ => Ok(0),
-        }
+        let ok = self.queue.channel.call(delete, self.timeout).await?;
+        Ok(ok.message_count)
     }
 }
 
 into_future!(Delete => u32);
+
+/// Builder of [`Queue::purge`]; await it for the number of messages
+/// removed (`None` with `no_wait`).
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// queue is purged all the same.
+#[must_use = "nothing is purged until the builder is awaited"]
+#[derive(Debug)]
+pub struct Purge<'a> {
+    queue: &'a Queue,
+    no_wait: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> Purge<'a> {
+    flag_setters! {
+        /// Do not wait for the broker's answer (nor learn the count).
+        no_wait,
+    }
+
+    /// Give up after this long (default: the channel's operation timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<Option<u32>> {
+        let purge = QueuePurge {
+            queue: self.queue.name.clone(),
+            nowait: self.no_wait,
+            ..Default::default()
+        };
+        let channel = &self.queue.channel;
+        if self.no_wait {
+            channel.inner.send_nowait(purge)?;
+            return Ok(None);
+        }
+        let ok = channel.call(purge, self.timeout).await?;
+        Ok(Some(ok.message_count))
+    }
+}
+
+into_future!(Purge => Option<u32>);
+
+/// Builder of [`Queue::cancel`]; await it.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// consumer is cancelled all the same.
+#[must_use = "nothing is cancelled until the builder is awaited"]
+#[derive(Debug)]
+pub struct Cancel<'a> {
+    queue: &'a Queue,
+    consumer_tag: String,
+    nowait: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> Cancel<'a> {
+    flag_setters! {
+        /// Do not wait for the broker's answer.
+        nowait,
+    }
+
+    /// Give up after this long (default: the channel's operation timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<()> {
+        let cancel = BasicCancel {
+            consumer_tag: short("consumer tag", &self.consumer_tag)?,
+            nowait: self.nowait,
+        };
+        let channel = &self.queue.channel;
+        // The consumer's task ends when its stream of deliveries does.
+        if self.nowait {
+            return Ok(channel.inner.send_nowait(cancel)?);
+        }
+        channel.call(cancel, self.timeout).await.map(drop)
+    }
+}
+
+into_future!(Cancel => ());

@@ -1,5 +1,7 @@
 //! Transactions: publishes and acks that take effect together on commit.
 
+use std::time::Duration;
+
 use amqp_wire::{TxCommit, TxRollback, TxSelect};
 
 use crate::channel::Channel;
@@ -34,34 +36,65 @@ impl Transaction {
     }
 
     /// Puts the channel in transaction mode (`tx.select`); once is enough
-    /// for any number of transactions on it.
+    /// for any number of transactions on it. Bounded by the channel's
+    /// operation timeout.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the select still happens.
     pub async fn select(&self) -> Result<()> {
+        self.select_within(None).await
+    }
+
+    /// [`select`](Transaction::select) within `timeout`.
+    pub async fn select_within(&self, timeout: Option<Duration>) -> Result<()> {
         self.channel
-            .call(TxSelect::default(), "tx.select", None)
+            .call(TxSelect::default(), timeout)
             .await
             .map(drop)
     }
 
     /// Makes everything published and acked since the last commit or
-    /// rollback take effect.
+    /// rollback take effect. Everything called on the channel before the
+    /// commit is in it, and nothing called after. Bounded by the channel's
+    /// operation timeout.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the commit still happens
+    /// (its outcome is then unknown to the caller).
     pub async fn commit(&self) -> Result<()> {
+        self.commit_within(None).await
+    }
+
+    /// [`commit`](Transaction::commit) within `timeout`.
+    pub async fn commit_within(&self, timeout: Option<Duration>) -> Result<()> {
         self.channel
-            .call(TxCommit::default(), "tx.commit", None)
+            .call(TxCommit::default(), timeout)
             .await
             .map(drop)
     }
 
     /// Discards everything published and acked since the last commit or
-    /// rollback.
+    /// rollback. Bounded by the channel's operation timeout.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the rollback still happens.
     pub async fn rollback(&self) -> Result<()> {
+        self.rollback_within(None).await
+    }
+
+    /// [`rollback`](Transaction::rollback) within `timeout`.
+    pub async fn rollback_within(&self, timeout: Option<Duration>) -> Result<()> {
         self.channel
-            .call(TxRollback::default(), "tx.rollback", None)
+            .call(TxRollback::default(), timeout)
             .await
             .map(drop)
     }
 
     /// Selects transaction mode and returns a scope that rolls back unless
     /// committed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the select still happens.
     pub async fn begin(self) -> Result<TransactionScope> {
         self.select().await?;
         Ok(TransactionScope {
@@ -73,8 +106,9 @@ impl Transaction {
 /// A transaction that rolls back when dropped without
 /// [`commit`](TransactionScope::commit).
 ///
-/// The rollback on drop is queued on the channel without waiting, so it
-/// still comes before anything published on the channel afterwards.
+/// The rollback on drop is queued on the channel without waiting, in the
+/// channel's one ordered queue: it comes after everything called on the
+/// channel before the drop and before anything called afterwards.
 #[derive(Debug)]
 pub struct TransactionScope {
     transaction: Option<Transaction>,
@@ -82,12 +116,18 @@ pub struct TransactionScope {
 
 impl TransactionScope {
     /// Commits and ends the scope.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the commit still happens.
     pub async fn commit(mut self) -> Result<()> {
         let transaction = self.transaction.take().expect("scope not yet ended");
         transaction.commit().await
     }
 
     /// Rolls back and ends the scope.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting: the rollback still happens.
     pub async fn rollback(mut self) -> Result<()> {
         let transaction = self.transaction.take().expect("scope not yet ended");
         transaction.rollback().await

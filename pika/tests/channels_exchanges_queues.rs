@@ -84,7 +84,7 @@ async fn declare_exchange_of_every_builtin_type() {
         assert_eq!(exchange.kind(), &kind);
         let again = channel.get_exchange(&name).await.unwrap();
         assert_eq!(again.name(), name);
-        exchange.delete(false).await.unwrap();
+        exchange.delete().await.unwrap();
     }
     connection.close().await.unwrap();
 }
@@ -204,7 +204,7 @@ async fn set_qos_limits_unacked_deliveries() {
         .await
         .unwrap();
     for n in 0..5 {
-        channel
+        let _ = channel
             .default_exchange()
             .publish(Message::new(format!("{n}")), queue.name())
             .await
@@ -280,8 +280,8 @@ async fn exchange_to_exchange_binding_routes_messages() {
         .await
         .unwrap();
     assert!(matches!(returned, Confirmation::Returned(_)));
-    source.delete(false).await.unwrap();
-    destination.delete(false).await.unwrap();
+    source.delete().await.unwrap();
+    destination.delete().await.unwrap();
     connection.close().await.unwrap();
 }
 
@@ -312,8 +312,8 @@ async fn queue_bind_and_unbind_with_a_topic_pattern() {
             .unwrap(),
         Confirmation::Returned(_)
     ));
-    assert_eq!(queue.purge().await.unwrap(), 1);
-    logs.delete(false).await.unwrap();
+    assert_eq!(queue.purge().await.unwrap(), Some(1));
+    logs.delete().await.unwrap();
     connection.close().await.unwrap();
 }
 
@@ -360,7 +360,7 @@ async fn returned_message_is_an_outcome_without_on_return_raises() {
 }
 
 #[tokio::test]
-async fn publish_to_a_full_reject_publish_queue_is_nacked() {
+async fn a_nacked_publish_is_an_error_never_a_success() {
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = channel
@@ -376,13 +376,19 @@ async fn publish_to_a_full_reject_publish_queue_is_nacked() {
         .await
         .unwrap()
         .is_ack());
-    assert!(matches!(
-        exchange
-            .publish(Message::new("2"), queue.name())
-            .await
-            .unwrap(),
-        Confirmation::Nack
-    ));
+    // What `?` sees: an error that says the broker refused the message.
+    let refused: pika::Result<Confirmation> =
+        exchange.publish(Message::new("2"), queue.name()).await;
+    let err = refused.expect_err("a nack is an error");
+    assert!(matches!(&err, Error::Nacked { routing_key, .. } if routing_key == queue.name()));
+    assert!(err.to_string().contains("refused"), "{err}");
+    // Awaited later through `send`, the same.
+    let pending = exchange
+        .publish(Message::new("3"), queue.name())
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(pending.await, Err(Error::Nacked { .. })));
     connection.close().await.unwrap();
 }
 
@@ -442,7 +448,7 @@ async fn transaction_commit_delivers_publishes() {
         .unwrap();
     let scope = channel.transaction().unwrap().begin().await.unwrap();
     for n in 0..3 {
-        channel
+        let _ = channel
             .default_exchange()
             .publish(Message::new(format!("{n}")), queue.name())
             .await
@@ -474,7 +480,7 @@ async fn transaction_rollback_discards_publishes() {
         .unwrap();
     let transaction = channel.transaction().unwrap();
     transaction.select().await.unwrap();
-    channel
+    let _ = channel
         .default_exchange()
         .publish(Message::new("discarded"), queue.name())
         .await
@@ -483,7 +489,7 @@ async fn transaction_rollback_discards_publishes() {
     // A scope dropped without commit rolls back too.
     {
         let _scope = channel.transaction().unwrap().begin().await.unwrap();
-        channel
+        let _ = channel
             .default_exchange()
             .publish(Message::new("also discarded"), queue.name())
             .await
@@ -510,7 +516,7 @@ async fn queue_delete_defaults_refuse_a_queue_with_messages() {
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = channel.declare_queue(&unique("delete")).await.unwrap();
-    channel
+    let _ = channel
         .default_exchange()
         .publish(Message::new("x"), queue.name())
         .await

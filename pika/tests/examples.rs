@@ -229,14 +229,14 @@ async fn clean_up(queues: &[&str], exchanges: &[&str]) {
             queue: (*queue).try_into().unwrap(),
             ..Default::default()
         };
-        channel.call(delete, "queue.delete", None).await.unwrap();
+        channel.call(delete, None).await.unwrap();
     }
     for exchange in exchanges {
         let delete = ExchangeDelete {
             exchange: (*exchange).try_into().unwrap(),
             ..Default::default()
         };
-        channel.call(delete, "exchange.delete", None).await.unwrap();
+        channel.call(delete, None).await.unwrap();
     }
     connection.close().await.unwrap();
 }
@@ -300,7 +300,7 @@ async fn simple_consumer_stops_after_max_messages() {
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     for body in ["one", "two", "three"] {
-        channel
+        let _ = channel
             .default_exchange()
             .publish(Message::new(body), "test_queue")
             .await
@@ -324,7 +324,7 @@ async fn async_processing_handles_messages_concurrently() {
     let channel = connection.channel().await.unwrap();
     let started = Instant::now();
     for body in ["one", "two", "three"] {
-        channel
+        let _ = channel
             .default_exchange()
             .publish(Message::new(body), "test_queue")
             .await
@@ -749,4 +749,38 @@ async fn external_credentials_logs_in_with_the_client_certificate() {
         .await;
     assert!(stdout.contains(" [x] Sent 'Hello test_queue'"), "{stdout}");
     drop(node);
+}
+
+#[tokio::test]
+async fn simple_publisher_exits_non_zero_when_the_broker_refuses_its_message() {
+    let _lock = BROKER.lock().await;
+    clean_up(&["test_queue"], &[]).await;
+    // A full queue that refuses more: the broker nacks the publish.
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue("test_queue")
+        .argument("x-max-length", 1)
+        .argument("x-overflow", "reject-publish")
+        .await
+        .unwrap();
+    channel
+        .default_exchange()
+        .publish(pika::Message::new("filler"), queue.name())
+        .await
+        .unwrap()
+        .ensure_routed()
+        .unwrap();
+    let (status, stdout, stderr) = start("simple_publisher", &[], None).exit().await;
+    assert!(!status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        !stdout.contains("Sent"),
+        "a refused message is not sent: {stdout}"
+    );
+    assert!(
+        stderr.contains("the broker refused the message"),
+        "stderr:\n{stderr}"
+    );
+    connection.close().await.unwrap();
+    clean_up(&["test_queue"], &[]).await;
 }

@@ -48,7 +48,7 @@ async fn all_message_properties_arrive() {
         .message_type("test.type")
         .user_id("guest")
         .app_id("pika-tests");
-    channel
+    let _ = channel
         .default_exchange()
         .publish(message, queue.name())
         .await
@@ -86,7 +86,7 @@ async fn expiration_at_a_past_time_expires_at_once() {
     let channel = connection.channel().await.unwrap();
     let queue = queue_with(&channel, "expired", &[]).await;
     let past = SystemTime::now() - Duration::from_secs(10);
-    channel
+    let _ = channel
         .default_exchange()
         .publish(Message::new("old").expiration_at(past), queue.name())
         .await
@@ -130,10 +130,7 @@ async fn acking_twice_is_a_local_error_and_the_channel_survives() {
     let message = queue.get().await.unwrap().unwrap();
     message.ack(false).unwrap();
     let err = message.ack(false).unwrap_err();
-    assert!(
-        matches!(err, Error::AlreadyProcessed { how: "acked", .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::AlreadyProcessed { .. }), "{err:?}");
     assert!(matches!(
         message.reject(true),
         Err(Error::AlreadyProcessed { .. })
@@ -190,7 +187,7 @@ async fn consume_runs_an_async_callback_per_message_and_cancel_stops_it() {
     got.sort();
     assert_eq!(got, ["1", "2", "3"]);
     queue.cancel(&tag).await.unwrap();
-    channel
+    let _ = channel
         .default_exchange()
         .publish(Message::new("after cancel"), queue.name())
         .await

@@ -1,9 +1,10 @@
-//! One channel's protocol state: its queue of synchronous requests, its
-//! consumers, publisher confirms and the message being assembled.
+//! One channel's protocol state: its queue of synchronous requests, what
+//! waits behind a held publish, its consumers, publisher confirms and the
+//! message being assembled.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use amqp_wire::{
     BasicCancel, BasicCancelOk, BasicDeliver, BasicGetOk, BasicReject, BasicReturn, BodyAssembler,
@@ -12,20 +13,26 @@ use amqp_wire::{
 use bytes::Bytes;
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
 
-use super::{frame_name, truncate, ConfirmTracker, Settlements, Stall, WriteQueue};
+use super::{frame_name, truncate, ConfirmTracker, Stall, WriteQueue};
 use crate::command::{
-    is_reply_to, ChannelRef, ChannelShared, ConsumerEnd, ConsumerSink, PublishCommand, Reply,
+    ChannelRef, ChannelShared, Command, ConsumerEnd, ConsumerSink, PublishCommand, Reply,
 };
 use crate::error::{CloseReason, Error, Initiator, Result};
 use crate::events::ConnectionEvent;
-use crate::message::{Delivery, PublishOutcome, Returned};
+use crate::message::{Confirmation, Delivery, ReturnedMessage};
+use crate::settlements::Settlements;
 
 /// Where the channel is in its life.
 #[derive(Debug)]
-enum Phase {
+enum ChannelPhase {
     /// `channel.open` sent.
     Opening,
     Open,
+    /// The application asked to close: `channel.close` waits until the
+    /// publishes already sent are confirmed (or the close's deadline).
+    Draining {
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
     /// We sent `channel.close`: everything but close/close-ok is dropped.
     Closing {
         reply: Option<oneshot::Sender<Result<()>>>,
@@ -48,8 +55,9 @@ enum IncomingKind {
     Return(BasicReturn),
 }
 
+/// A consumer as the channel knows it.
 #[derive(Debug)]
-struct Consumer {
+struct ConsumerEntry {
     tag: amqp_wire::ShortString,
     sink: ConsumerSink,
     /// We sent `basic.cancel` after its receiver went away.
@@ -65,22 +73,34 @@ pub(crate) struct FrameOutcome {
     pub(crate) closed: bool,
 }
 
+/// What a close request did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CloseStarted {
+    /// `channel.close` went out (or was already out).
+    Sent,
+    /// It waits for the confirms of publishes already sent.
+    Draining,
+}
+
 /// The state of one channel.
 #[derive(Debug)]
 pub(crate) struct ChannelState {
     r: ChannelRef,
     pub(crate) generation: u64,
     shared: Arc<ChannelShared>,
-    phase: Phase,
+    phase: ChannelPhase,
     /// Synchronous requests; the first is on the wire when `in_flight`.
     calls: VecDeque<(Method, Reply)>,
     in_flight: bool,
     confirms: Option<ConfirmTracker>,
-    consumers: Vec<Consumer>,
+    consumers: Vec<ConsumerEntry>,
     incoming: Option<Incoming>,
     max_body_size: u64,
-    /// Delivery tags the application settled: decides when acks merge.
-    settlements: Settlements,
+    /// Publishes and commands that wait behind a publish the connection
+    /// could not take yet (blocked, or too much waiting to be written):
+    /// they go out in this order, so the order on the channel is the
+    /// order of the calls.
+    held: VecDeque<Command>,
 }
 
 impl ChannelState {
@@ -89,19 +109,52 @@ impl ChannelState {
             r,
             generation: r.generation,
             shared: Arc::new(ChannelShared::default()),
-            phase: Phase::Opening,
+            phase: ChannelPhase::Opening,
             calls: VecDeque::new(),
             in_flight: false,
             confirms: None,
             consumers: Vec::new(),
             incoming: None,
             max_body_size,
-            settlements: Settlements::default(),
+            held: VecDeque::new(),
         }
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        matches!(self.phase, ChannelPhase::Open)
+    }
+
+    /// True while the application's close waits for confirms.
+    pub(crate) fn is_draining(&self) -> bool {
+        matches!(self.phase, ChannelPhase::Draining { .. })
+    }
+
+    /// Publishes sent and not yet confirmed.
+    pub(crate) fn unconfirmed(&self) -> usize {
+        self.confirms
+            .as_ref()
+            .map_or(0, ConfirmTracker::unconfirmed)
+    }
+
+    /// True when commands wait behind a held publish.
+    pub(crate) fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Queues `command` behind what is held.
+    pub(crate) fn hold(&mut self, command: Command) {
+        self.held.push_back(command);
+    }
+
+    /// The first held command.
+    pub(crate) fn next_held(&mut self) -> Option<Command> {
+        self.held.pop_front()
+    }
+
+    /// Puts back a command taken with [`ChannelState::next_held`] that
+    /// cannot go yet.
+    pub(crate) fn unhold(&mut self, command: Command) {
+        self.held.push_front(command);
     }
 
     fn closed_error(&self) -> Error {
@@ -115,10 +168,17 @@ impl ChannelState {
             })
     }
 
+    fn settlements(&self) -> MutexGuard<'_, Settlements> {
+        lock(&self.shared)
+    }
+
     /// Queues a synchronous request; it goes out when the ones before it
     /// are answered.
     pub(crate) fn call(&mut self, method: Method, reply: Reply, out: &mut WriteQueue) {
-        if matches!(self.phase, Phase::Closing { .. }) {
+        if matches!(
+            self.phase,
+            ChannelPhase::Closing { .. } | ChannelPhase::Draining { .. }
+        ) {
             return reply.fail(self.closed_error());
         }
         self.calls.push_back((method, reply));
@@ -141,44 +201,88 @@ impl ChannelState {
         self.in_flight = true;
     }
 
-    /// Sends a method that has no reply. Acks of consecutive deliveries
-    /// are merged into one (see [`Settlements`]).
-    pub(crate) fn cast(&mut self, method: &Method, out: &mut WriteQueue) {
+    /// Sends a method that has no reply. A settlement was already entered
+    /// in the channel's book by the handle; with `merge`, an ack may
+    /// replace the ack queued just before it (see [`WriteQueue::ack`]).
+    pub(crate) fn cast(&mut self, method: &Method, merge: bool, out: &mut WriteQueue) {
         if !self.is_open() {
             return;
         }
         match method {
-            // A repeated or unknown tag goes out as sent, never merged:
-            // the broker's refusal must reach the application.
-            Method::BasicAck(ack) if self.settlements.settle(ack.delivery_tag, ack.multiple) => {
-                let merge = self.settlements.all_settled_through(ack.delivery_tag);
-                return out.ack(self.r, ack.delivery_tag, ack.multiple, merge);
+            Method::BasicAck(ack) => out.ack(self.r, ack.delivery_tag, ack.multiple, merge),
+            Method::BasicCancel(cancel) => {
+                // No cancel-ok will come: the consumer ends now.
+                if let Some(index) = self
+                    .consumers
+                    .iter()
+                    .position(|c| c.tag == cancel.consumer_tag)
+                {
+                    self.consumers
+                        .remove(index)
+                        .sink
+                        .end(ConsumerEnd::Cancelled);
+                }
+                amqp_wire::encode_method(&mut out.buf, self.r.id, method);
             }
-            Method::BasicNack(nack) => {
-                self.settlements.settle(nack.delivery_tag, nack.multiple);
-            }
-            Method::BasicReject(reject) => {
-                self.settlements.settle(reject.delivery_tag, false);
-            }
-            _ => {}
+            _ => amqp_wire::encode_method(&mut out.buf, self.r.id, method),
         }
-        amqp_wire::encode_method(&mut out.buf, self.r.id, method);
     }
 
-    /// Starts closing the channel.
+    /// Starts closing the channel. A close asked for by the application
+    /// (`reply` set) first waits for the confirms of publishes already
+    /// sent; the connection gives it a deadline.
     pub(crate) fn close(
         &mut self,
         reason: CloseReason,
         reply: Option<oneshot::Sender<Result<()>>>,
         out: &mut WriteQueue,
-    ) {
-        if let Phase::Closing { reply: waiting } = &mut self.phase {
-            // Already closing: answer when the first close is done.
-            if let (None, Some(reply)) = (waiting.as_ref(), reply) {
-                *waiting = Some(reply);
+    ) -> CloseStarted {
+        let draining = self.is_draining();
+        let unconfirmed = self.unconfirmed();
+        match &mut self.phase {
+            ChannelPhase::Closing { reply: waiting }
+            | ChannelPhase::Draining { reply: waiting } => {
+                // Already closing: answer when the first close is done.
+                if let (None, Some(reply)) = (waiting.as_ref(), reply) {
+                    *waiting = Some(reply);
+                }
+                return if draining {
+                    CloseStarted::Draining
+                } else {
+                    CloseStarted::Sent
+                };
             }
-            return;
+            ChannelPhase::Open if reply.is_some() && unconfirmed > 0 => {
+                self.phase = ChannelPhase::Draining { reply };
+                return CloseStarted::Draining;
+            }
+            _ => {}
         }
+        self.send_close(reason, reply, out);
+        CloseStarted::Sent
+    }
+
+    /// Ends a draining close: at once when nothing waits for a confirm,
+    /// or regardless when `deadline_passed`. True when the close went out.
+    pub(crate) fn finish_draining(&mut self, deadline_passed: bool, out: &mut WriteQueue) -> bool {
+        if !self.is_draining() || (!deadline_passed && self.unconfirmed() > 0) {
+            return false;
+        }
+        let ChannelPhase::Draining { reply } =
+            std::mem::replace(&mut self.phase, ChannelPhase::Open)
+        else {
+            unreachable!("checked above");
+        };
+        self.send_close(CloseReason::normal(Initiator::Client), reply, out);
+        true
+    }
+
+    fn send_close(
+        &mut self,
+        reason: CloseReason,
+        reply: Option<oneshot::Sender<Result<()>>>,
+        out: &mut WriteQueue,
+    ) {
         amqp_wire::encode_method(
             &mut out.buf,
             self.r.id,
@@ -194,7 +298,7 @@ impl ChannelState {
             channel: self.r.id,
             reason,
         });
-        self.phase = Phase::Closing { reply };
+        self.phase = ChannelPhase::Closing { reply };
     }
 
     /// Encodes a publish and registers it for a confirm.
@@ -223,20 +327,24 @@ impl ChannelState {
             }
             None => {
                 if let Some(confirm) = confirm {
-                    let _ = confirm.send(PublishOutcome::NotConfirmed);
+                    let _ = confirm.send(Confirmation::NotConfirmed);
                 }
             }
         }
         out.publish(self.r.id, &publish, properties, &body, frame_max);
     }
 
-    /// Every pending request, confirm and consumer ends with `error`.
+    /// Every pending request, held command, confirm and consumer ends
+    /// with `error`.
     pub(crate) fn fail(&mut self, error: Error) {
         let _ = self.shared.closed.set(error.clone());
         for (_, reply) in self.calls.drain(..) {
             reply.fail(error.clone());
         }
         self.in_flight = false;
+        for command in self.held.drain(..) {
+            command.fail(error.clone());
+        }
         if let Some(tracker) = &mut self.confirms {
             tracker.fail_all(&error);
         }
@@ -260,7 +368,7 @@ impl ChannelState {
         out: &mut WriteQueue,
         stall: &mut Option<Stall>,
     ) -> Result<FrameOutcome> {
-        let closing = matches!(self.phase, Phase::Closing { .. });
+        let closing = matches!(self.phase, ChannelPhase::Closing { .. });
         match frame {
             Frame::Method {
                 method: Method::ChannelClose(close),
@@ -270,8 +378,8 @@ impl ChannelState {
                 method: Method::ChannelCloseOk(_),
                 ..
             } if closing => {
-                if let Phase::Closing { reply: Some(reply) } =
-                    std::mem::replace(&mut self.phase, Phase::Opening)
+                if let ChannelPhase::Closing { reply: Some(reply) } =
+                    std::mem::replace(&mut self.phase, ChannelPhase::Opening)
                 {
                     let _ = reply.send(Ok(()));
                 }
@@ -295,7 +403,7 @@ impl ChannelState {
             channel: self.r.id,
             got,
             state: match (&self.phase, &self.incoming) {
-                (Phase::Opening, _) => "opening the channel",
+                (ChannelPhase::Opening, _) => "opening the channel",
                 (_, Some(i)) if i.header.is_none() => "waiting for a content header",
                 (_, Some(_)) => "waiting for body frames",
                 (_, None) if self.in_flight => "waiting for a reply",
@@ -319,8 +427,9 @@ impl ChannelState {
             reason,
         };
         self.fail(error.clone());
-        if let Phase::Closing { reply: Some(reply) } =
-            std::mem::replace(&mut self.phase, Phase::Opening)
+        if let ChannelPhase::Closing { reply: Some(reply) }
+        | ChannelPhase::Draining { reply: Some(reply) } =
+            std::mem::replace(&mut self.phase, ChannelPhase::Opening)
         {
             let _ = reply.send(Ok(()));
         }
@@ -406,7 +515,7 @@ impl ChannelState {
             && self
                 .calls
                 .front()
-                .is_some_and(|(request, _)| is_reply_to(request, &method));
+                .is_some_and(|(request, _)| request.expects_reply(&method));
         if !answers_head {
             return Err(self.unexpected(method.name()));
         }
@@ -415,11 +524,11 @@ impl ChannelState {
         tracing::debug!(channel = self.r.id, method = method.name(), "reply");
         match (reply, method) {
             (Reply::Open(reply), Method::ChannelOpenOk(_)) => {
-                self.phase = Phase::Open;
+                self.phase = ChannelPhase::Open;
                 let _ = reply.send(Ok((self.r, self.shared.clone())));
             }
             (Reply::Consume { sink, reply }, Method::BasicConsumeOk(ok)) => {
-                self.consumers.push(Consumer {
+                self.consumers.push(ConsumerEntry {
                     tag: ok.consumer_tag.clone(),
                     sink,
                     cancelling: false,
@@ -526,7 +635,7 @@ impl ChannelState {
                 FrameOutcome::default()
             }
             IncomingKind::Get(ok, reply, no_ack) => {
-                self.settlements.delivered(ok.delivery_tag, no_ack);
+                self.settlements().delivered(ok.delivery_tag, no_ack);
                 let delivery = Delivery {
                     delivery_tag: ok.delivery_tag,
                     redelivered: ok.redelivered,
@@ -544,7 +653,7 @@ impl ChannelState {
                 FrameOutcome::default()
             }
             IncomingKind::Return(ret) => {
-                let returned = Returned {
+                let returned = ReturnedMessage {
                     reply_code: ReplyCode(ret.reply_code),
                     reply_text: ret.reply_text,
                     exchange: ret.exchange,
@@ -569,8 +678,11 @@ impl ChannelState {
         }
     }
 
+    /// Gives a delivery back to the broker, unless it was settled.
     fn requeue(&mut self, delivery_tag: u64, out: &mut WriteQueue) {
-        self.settlements.settle(delivery_tag, false);
+        if self.settlements().settle(delivery_tag, false).is_err() {
+            return;
+        }
         let reject = BasicReject {
             delivery_tag,
             requeue: true,
@@ -586,13 +698,12 @@ impl ChannelState {
             .expect("deliveries have a consumer tag");
         let Some(index) = self.consumers.iter().position(|c| c.tag == *tag) else {
             // Never settled: acks on this channel stop merging past it.
-            self.settlements.delivered(delivery.delivery_tag, false);
+            self.settlements().delivered(delivery.delivery_tag, false);
             tracing::warn!(channel = self.r.id, consumer_tag = %tag, "delivery for an unknown consumer dropped");
             return;
         };
+        lock(&self.shared).delivered(delivery.delivery_tag, self.consumers[index].sink.no_ack);
         let consumer = &mut self.consumers[index];
-        self.settlements
-            .delivered(delivery.delivery_tag, consumer.sink.no_ack);
         match consumer.sink.deliveries.try_send(delivery) {
             Ok(()) => {}
             Err(TrySendError::Full(delivery)) => {
@@ -631,4 +742,14 @@ impl ChannelState {
             self.call(cancel.into(), Reply::Method(reply), out);
         }
     }
+}
+
+/// The channel's book of settlements. A panic while it was held cannot
+/// leave it half-changed (every change is one step), so a poisoned lock
+/// is used as it is.
+pub(crate) fn lock(shared: &ChannelShared) -> MutexGuard<'_, Settlements> {
+    shared
+        .settlements
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

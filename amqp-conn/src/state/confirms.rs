@@ -15,7 +15,7 @@ use amqp_wire::ShortString;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::message::{PublishOutcome, Returned};
+use crate::message::{Confirmation, ReturnedMessage};
 
 /// One publish waiting for its confirm.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ struct Pending {
     seq: u64,
     /// Exchange and routing key of a mandatory publish, to match returns.
     mandatory: Option<(ShortString, ShortString)>,
-    reply: Option<oneshot::Sender<PublishOutcome>>,
+    reply: Option<oneshot::Sender<Confirmation>>,
 }
 
 /// The confirm state of one channel.
@@ -33,10 +33,10 @@ pub(crate) struct ConfirmTracker {
     /// Unconfirmed publishes in sequence order.
     pending: VecDeque<Pending>,
     /// Returns waiting for the ack of their publish.
-    returns: VecDeque<Returned>,
+    returns: VecDeque<ReturnedMessage>,
 }
 
-fn resolve(reply: Option<oneshot::Sender<PublishOutcome>>, outcome: PublishOutcome) {
+fn resolve(reply: Option<oneshot::Sender<Confirmation>>, outcome: Confirmation) {
     if let Some(reply) = reply {
         // The publisher may have stopped waiting; that is its choice.
         let _ = reply.send(outcome);
@@ -52,7 +52,6 @@ impl ConfirmTracker {
     }
 
     /// Number of unconfirmed publishes.
-    #[cfg(test)]
     pub(crate) fn unconfirmed(&self) -> usize {
         self.pending.len()
     }
@@ -61,7 +60,7 @@ impl ConfirmTracker {
     pub(crate) fn publish(
         &mut self,
         mandatory: Option<(ShortString, ShortString)>,
-        reply: Option<oneshot::Sender<PublishOutcome>>,
+        reply: Option<oneshot::Sender<Confirmation>>,
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -74,7 +73,7 @@ impl ConfirmTracker {
     }
 
     /// Holds a return until the ack for its publish arrives.
-    pub(crate) fn on_return(&mut self, returned: Returned) {
+    pub(crate) fn on_return(&mut self, returned: ReturnedMessage) {
         self.returns.push_back(returned);
     }
 
@@ -97,14 +96,14 @@ impl ConfirmTracker {
 
     fn resolve_pending(&mut self, pending: Pending, nack: bool) {
         let outcome = match (nack, self.take_return_for(&pending)) {
-            (false, Some(returned)) => PublishOutcome::Returned(Box::new(returned)),
-            (false, None) => PublishOutcome::Ack,
-            (true, _) => PublishOutcome::Nack,
+            (false, Some(returned)) => Confirmation::Returned(Box::new(returned)),
+            (false, None) => Confirmation::Ack,
+            (true, _) => Confirmation::Nack,
         };
         resolve(pending.reply, outcome);
     }
 
-    fn take_return_for(&mut self, pending: &Pending) -> Option<Returned> {
+    fn take_return_for(&mut self, pending: &Pending) -> Option<ReturnedMessage> {
         let (exchange, routing_key) = pending.mandatory.as_ref()?;
         let index = self
             .returns
@@ -117,7 +116,7 @@ impl ConfirmTracker {
     /// as indeterminate.
     pub(crate) fn fail_all(&mut self, error: &Error) {
         for pending in self.pending.drain(..) {
-            resolve(pending.reply, PublishOutcome::Indeterminate(error.clone()));
+            resolve(pending.reply, Confirmation::Indeterminate(error.clone()));
         }
         self.returns.clear();
     }
@@ -134,24 +133,24 @@ mod tests {
         ShortString::from_static(text)
     }
 
-    fn publish(t: &mut ConfirmTracker, mandatory: bool) -> oneshot::Receiver<PublishOutcome> {
+    fn publish(t: &mut ConfirmTracker, mandatory: bool) -> oneshot::Receiver<Confirmation> {
         let (tx, rx) = oneshot::channel();
         t.publish(mandatory.then(|| (s("ex"), s("rk"))), Some(tx));
         rx
     }
 
-    fn outcome(rx: &mut oneshot::Receiver<PublishOutcome>) -> Option<&'static str> {
+    fn outcome(rx: &mut oneshot::Receiver<Confirmation>) -> Option<&'static str> {
         rx.try_recv().ok().map(|o| match o {
-            PublishOutcome::Ack => "ack",
-            PublishOutcome::Nack => "nack",
-            PublishOutcome::Returned(_) => "returned",
-            PublishOutcome::Indeterminate(_) => "indeterminate",
-            PublishOutcome::NotConfirmed => "not confirmed",
+            Confirmation::Ack => "ack",
+            Confirmation::Nack => "nack",
+            Confirmation::Returned(_) => "returned",
+            Confirmation::Indeterminate(_) => "indeterminate",
+            Confirmation::NotConfirmed => "not confirmed",
         })
     }
 
-    fn returned() -> Returned {
-        Returned {
+    fn returned() -> ReturnedMessage {
+        ReturnedMessage {
             reply_code: ReplyCode::NO_ROUTE,
             reply_text: s("NO_ROUTE"),
             exchange: s("ex"),

@@ -8,9 +8,9 @@ mod channel;
 mod channel_ids;
 mod confirms;
 mod heartbeat;
-mod settlements;
 mod write_queue;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,22 +23,33 @@ use tokio::time::Instant;
 use crate::command::{ChannelRef, ChannelShared, Command, PublishCommand, Reply};
 use crate::error::{CloseReason, Error, Initiator, Result};
 use crate::events::ConnectionEvent;
-use crate::message::{Delivery, PublishOutcome};
+use crate::message::Delivery;
 use crate::tuning::Tuning;
+use channel::CloseStarted;
 
-pub(crate) use channel::ChannelState;
+pub(crate) use channel::{lock as lock_settlements, ChannelState};
 use channel_ids::ChannelIds;
 pub(crate) use confirms::ConfirmTracker;
 pub(crate) use heartbeat::{Heartbeat, HeartbeatAction};
-use settlements::Settlements;
 pub(crate) use write_queue::WriteQueue;
 
 /// Bodies at least this large are written from the caller's buffer
 /// (vectored write) instead of being copied into the write buffer.
 pub(crate) const LARGE_BODY: usize = 64 * 1024;
 
-/// How long we wait for `connection.close-ok` after sending a close.
+/// How long we wait for `connection.close-ok` after sending a close; and
+/// how long a close asked for by the application first waits for the
+/// confirms of publishes already sent.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Publishes are held while this many bytes wait to be written: a slow
+/// socket or a blocked connection makes publishers wait for room (the
+/// bounded number of publishes in flight) instead of growing memory.
+pub(crate) const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// How many held commands of one channel go out before the next channel
+/// with held commands gets its turn.
+const HELD_TURN: usize = 64;
 
 /// A delivery that did not fit in its consumer's buffer: reading stops
 /// until the consumer makes room.
@@ -51,7 +62,7 @@ pub(crate) struct Stall {
 
 /// Where the connection is in its life.
 #[derive(Debug)]
-pub(crate) enum Phase {
+pub(crate) enum ConnectionPhase {
     Open,
     /// We sent `connection.close`; waiting for close-ok until `deadline`.
     Closing {
@@ -75,9 +86,17 @@ pub(crate) struct ConnectionState {
     events: broadcast::Sender<ConnectionEvent>,
     pub(crate) blocked: bool,
     pub(crate) heartbeat: Option<Heartbeat>,
-    pub(crate) phase: Phase,
+    pub(crate) phase: ConnectionPhase,
     pub(crate) stall: Option<Stall>,
     close_waiters: Vec<oneshot::Sender<Result<()>>>,
+    /// Channels with held commands, in turn order.
+    holding: VecDeque<ChannelRef>,
+    /// Channels whose close waits for confirms, and until when.
+    draining_channels: Vec<(ChannelRef, Instant)>,
+    /// The application asked to close the connection: `connection.close`
+    /// waits until held publishes are written and sent publishes
+    /// confirmed, or until the deadline.
+    draining: Option<(CloseReason, Instant)>,
 }
 
 impl ConnectionState {
@@ -97,14 +116,23 @@ impl ConnectionState {
             events,
             blocked: false,
             heartbeat: tuning.heartbeat_interval().map(|i| Heartbeat::new(i, now)),
-            phase: Phase::Open,
+            phase: ConnectionPhase::Open,
             stall: None,
             close_waiters: Vec::new(),
+            holding: VecDeque::new(),
+            draining_channels: Vec::new(),
+            draining: None,
         }
     }
 
+    /// True when a publish may be encoded now: the connection is open and
+    /// not blocked, and the write queue is below its high-water mark.
+    pub(crate) fn can_publish(&self) -> bool {
+        self.is_open() && !self.blocked && self.out.len() < WRITE_HIGH_WATER
+    }
+
     pub(crate) fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        matches!(self.phase, ConnectionPhase::Open)
     }
 
     fn emit(&self, event: ConnectionEvent) {
@@ -115,8 +143,10 @@ impl ConnectionState {
     /// Why the connection is closing or closed (`None` while open).
     fn close_error(&self) -> Option<&Error> {
         match &self.phase {
-            Phase::Open => None,
-            Phase::Closing { error, .. } | Phase::Closed { error } => Some(error),
+            ConnectionPhase::Open => None,
+            ConnectionPhase::Closing { error, .. } | ConnectionPhase::Closed { error } => {
+                Some(error)
+            }
         }
     }
 
@@ -132,33 +162,80 @@ impl ConnectionState {
 
     // ---- commands -------------------------------------------------------
 
-    /// Handles a request from a handle.
+    /// Handles a command from a handle. On a channel with held commands,
+    /// or for a publish the connection cannot take now, the command is
+    /// held behind them: the order on a channel is the order of the calls.
     pub(crate) fn handle_command(&mut self, command: Command, now: Instant) {
         if let Some(error) = self.close_error().cloned() {
             return match command {
-                Command::OpenChannel { reply, .. } => {
-                    let _ = reply.send(Err(error));
-                }
-                Command::Call { reply, .. } => reply.fail(error),
-                Command::CloseChannel {
-                    reply: Some(reply), ..
-                } => {
-                    let _ = reply.send(Ok(()));
-                }
                 Command::CloseConnection {
                     reply: Some(reply), ..
-                } => match &self.phase {
-                    Phase::Closing { .. } => self.close_waiters.push(reply),
-                    _ => {
-                        let _ = reply.send(Ok(()));
-                    }
-                },
-                Command::Cast { .. }
-                | Command::CloseChannel { .. }
-                | Command::CloseConnection { .. } => {}
+                } if matches!(self.phase, ConnectionPhase::Closing { .. }) => {
+                    self.close_waiters.push(reply)
+                }
+                command => command.fail(error),
             };
         }
+        if let Some((reason, _)) = &self.draining {
+            // The application's close is under way: nothing new starts.
+            return match command {
+                Command::CloseConnection {
+                    reply: Some(reply), ..
+                } => self.close_waiters.push(reply),
+                command => command.fail(Error::ConnectionClosed(reason.clone())),
+            };
+        }
+        if let Some(r) = command.channel() {
+            let can_publish = self.can_publish();
+            if let Some(channel) = find(&mut self.channels, r) {
+                let must_wait = matches!(command, Command::Publish(_)) && !can_publish;
+                if channel.has_held() || must_wait {
+                    if !channel.has_held() {
+                        self.holding.push_back(r);
+                    }
+                    channel.hold(command);
+                    return;
+                }
+            }
+        }
+        self.dispatch(command, now);
+    }
+
+    /// Lets held commands go, channel by channel in turns, while the
+    /// connection can take publishes.
+    pub(crate) fn release_held(&mut self, now: Instant) {
+        while let Some(&r) = self.holding.front() {
+            let mut turn = 0;
+            loop {
+                let can_publish = self.can_publish();
+                let Some(channel) = find(&mut self.channels, r) else {
+                    break;
+                };
+                let Some(command) = channel.next_held() else {
+                    break;
+                };
+                if matches!(command, Command::Publish(_)) && !can_publish {
+                    channel.unhold(command);
+                    return;
+                }
+                self.dispatch(command, now);
+                turn += 1;
+                if turn == HELD_TURN {
+                    break;
+                }
+            }
+            self.holding.pop_front();
+            if find(&mut self.channels, r).is_some_and(|c| c.has_held()) {
+                self.holding.push_back(r);
+            }
+        }
+        self.check_drained(now);
+    }
+
+    /// Handles a command whose turn has come.
+    fn dispatch(&mut self, command: Command, now: Instant) {
         match command {
+            Command::Publish(publish) => self.publish(publish),
             Command::OpenChannel { id, reply } => self.open_channel(id, reply),
             Command::Call {
                 channel,
@@ -168,13 +245,25 @@ impl ConnectionState {
                 Some(ch) => ch.call(method, reply, &mut self.out),
                 None => reply.fail(self.channel_gone(channel)),
             },
-            Command::Cast { channel, method } => {
+            Command::Cast {
+                channel,
+                method,
+                merge,
+            } => {
                 if let Some(ch) = find(&mut self.channels, channel) {
-                    ch.cast(&method, &mut self.out);
+                    ch.cast(&method, merge, &mut self.out);
                 }
             }
             Command::CloseChannel { channel, reply } => match find(&mut self.channels, channel) {
-                Some(ch) => ch.close(CloseReason::normal(Initiator::Client), reply, &mut self.out),
+                Some(ch) => {
+                    let started =
+                        ch.close(CloseReason::normal(Initiator::Client), reply, &mut self.out);
+                    if started == CloseStarted::Draining
+                        && !self.draining_channels.iter().any(|(r, _)| *r == channel)
+                    {
+                        self.draining_channels.push((channel, now + CLOSE_TIMEOUT));
+                    }
+                }
                 None => {
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(()));
@@ -189,11 +278,53 @@ impl ConnectionState {
                     method_id: 0,
                     initiator: Initiator::Client,
                 };
-                if let Some(reply) = reply {
-                    self.close_waiters.push(reply);
+                match reply {
+                    Some(reply) => {
+                        // Asked for: first learn the outcomes still coming.
+                        self.close_waiters.push(reply);
+                        self.draining = Some((reason, now + CLOSE_TIMEOUT));
+                        self.check_drained(now);
+                    }
+                    // Every handle is gone: nobody waits for an outcome.
+                    None => self.close(Error::ConnectionClosed(reason), now),
                 }
-                self.close(Error::ConnectionClosed(reason), now);
             }
+        }
+    }
+
+    /// Ends the application's close of the connection once nothing is held
+    /// and every sent publish is confirmed, or once its deadline passed.
+    fn check_drained(&mut self, now: Instant) {
+        let Some((_, deadline)) = &self.draining else {
+            return;
+        };
+        let done = now >= *deadline
+            || self
+                .channels
+                .iter()
+                .flatten()
+                .all(|c| !c.has_held() && c.unconfirmed() == 0);
+        if done {
+            let (reason, _) = self.draining.take().expect("checked above");
+            self.close(Error::ConnectionClosed(reason), now);
+        }
+    }
+
+    /// Ends the draining close of a channel once its publishes are
+    /// confirmed, or once its deadline passed.
+    fn check_channel_drained(&mut self, r: ChannelRef, now: Instant) {
+        let Some(index) = self.draining_channels.iter().position(|(c, _)| *c == r) else {
+            return;
+        };
+        let deadline_passed = now >= self.draining_channels[index].1;
+        let finished = match find(&mut self.channels, r) {
+            Some(channel) => {
+                channel.finish_draining(deadline_passed, &mut self.out) || !channel.is_draining()
+            }
+            None => true,
+        };
+        if finished {
+            self.draining_channels.swap_remove(index);
         }
     }
 
@@ -231,8 +362,8 @@ impl ConnectionState {
         self.channels[usize::from(id)] = Some(channel);
     }
 
-    /// Encodes a publish.
-    pub(crate) fn handle_publish(&mut self, command: PublishCommand) {
+    /// Encodes a publish, or ends it when its channel is gone.
+    fn publish(&mut self, command: PublishCommand) {
         let frame_max = self.tuning.frame_max;
         let error = match find(&mut self.channels, command.channel) {
             Some(ch) if ch.is_open() => {
@@ -241,9 +372,7 @@ impl ConnectionState {
             }
             _ => self.channel_gone(command.channel),
         };
-        if let Some(confirm) = command.confirm {
-            let _ = confirm.send(PublishOutcome::Indeterminate(error));
-        }
+        Command::Publish(command).fail(error);
     }
 
     // ---- frames -------------------------------------------------------
@@ -262,7 +391,7 @@ impl ConnectionState {
                 got: "protocol header",
                 state: "the connection is open",
             }),
-            frame => self.channel_frame(frame),
+            frame => self.channel_frame(frame, now),
         };
         if let Err(error) = result {
             self.fail(error, now);
@@ -289,8 +418,8 @@ impl ConnectionState {
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => {
-                match std::mem::replace(&mut self.phase, Phase::Open) {
-                    Phase::Closing { error, .. } => self.finish(error),
+                match std::mem::replace(&mut self.phase, ConnectionPhase::Open) {
+                    ConnectionPhase::Closing { error, .. } => self.finish(error),
                     other => {
                         self.phase = other;
                         return Err(Error::UnexpectedFrame {
@@ -328,7 +457,7 @@ impl ConnectionState {
         }
     }
 
-    fn channel_frame(&mut self, frame: Frame) -> Result<()> {
+    fn channel_frame(&mut self, frame: Frame, now: Instant) -> Result<()> {
         let id = frame.channel();
         let Some(Some(channel)) = self.channels.get_mut(usize::from(id)) else {
             if !self.is_open() {
@@ -348,6 +477,17 @@ impl ConnectionState {
             self.channels[usize::from(id)] = None;
             self.ids.release(id);
         }
+        if !self.draining_channels.is_empty() {
+            let r = self
+                .draining_channels
+                .iter()
+                .map(|(r, _)| *r)
+                .find(|r| r.id == id);
+            if let Some(r) = r {
+                self.check_channel_drained(r, now);
+            }
+        }
+        self.check_drained(now);
         Ok(())
     }
 
@@ -356,9 +496,19 @@ impl ConnectionState {
     /// When [`ConnectionState::handle_timeout`] should be called next.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Closing { deadline, .. } => Some(*deadline),
-            Phase::Closed { .. } => None,
-            Phase::Open => self.heartbeat.as_ref().map(Heartbeat::deadline),
+            ConnectionPhase::Closing { deadline, .. } => Some(*deadline),
+            ConnectionPhase::Closed { .. } => None,
+            ConnectionPhase::Open => {
+                let closes = self.draining_channels.iter().map(|(_, d)| *d);
+                let connection_close = self.draining.as_ref().map(|(_, d)| *d);
+                self.heartbeat
+                    .as_ref()
+                    .map(Heartbeat::deadline)
+                    .into_iter()
+                    .chain(closes)
+                    .chain(connection_close)
+                    .min()
+            }
         }
     }
 
@@ -366,11 +516,24 @@ impl ConnectionState {
     /// answer.
     pub(crate) fn handle_timeout(&mut self, now: Instant, reads_paused: bool) {
         match &self.phase {
-            Phase::Closing { deadline, error } if now >= *deadline => {
+            ConnectionPhase::Closing { deadline, error } if now >= *deadline => {
                 let error = error.clone();
                 self.finish(error);
             }
-            Phase::Open => {
+            ConnectionPhase::Open => {
+                let due: Vec<ChannelRef> = self
+                    .draining_channels
+                    .iter()
+                    .filter(|(_, deadline)| now >= *deadline)
+                    .map(|(r, _)| *r)
+                    .collect();
+                for r in due {
+                    self.check_channel_drained(r, now);
+                }
+                self.check_drained(now);
+                if !self.is_open() {
+                    return;
+                }
                 let Some(hb) = &mut self.heartbeat else {
                     return;
                 };
@@ -438,7 +601,7 @@ impl ConnectionState {
             .into(),
         );
         self.fail_all(&error);
-        self.phase = Phase::Closing {
+        self.phase = ConnectionPhase::Closing {
             error,
             deadline: now + CLOSE_TIMEOUT,
         };
@@ -459,7 +622,7 @@ impl ConnectionState {
             let _ = waiter.send(if normal { Ok(()) } else { Err(error.clone()) });
         }
         self.emit(ConnectionEvent::Closed(error.clone()));
-        self.phase = Phase::Closed { error };
+        self.phase = ConnectionPhase::Closed { error };
     }
 
     /// Every channel fails with `error`: pending replies, confirms and
@@ -470,6 +633,9 @@ impl ConnectionState {
                 channel.fail(error.clone());
             }
         }
+        self.holding.clear();
+        self.draining_channels.clear();
+        self.draining = None;
         // A delivery waiting for room goes: the broker requeues it with
         // the channel.
         self.stall = None;
@@ -485,7 +651,7 @@ impl ConnectionState {
 
     /// The driver is done with the socket: make sure nothing waits.
     pub(crate) fn shutdown(&mut self, error: Error) {
-        if !matches!(self.phase, Phase::Closed { .. }) {
+        if !matches!(self.phase, ConnectionPhase::Closed { .. }) {
             self.finish(error);
         }
     }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use amqp_wire::*;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use super::*;
 use crate::command::{ConsumerEnd, ConsumerSink};
-use crate::message::PublishProperties;
+use crate::message::{Confirmation, PublishProperties};
 
 fn tuning(channel_max: u16, heartbeat: u16) -> Tuning {
     Tuning {
@@ -24,7 +24,13 @@ fn tuning(channel_max: u16, heartbeat: u16) -> Tuning {
 struct Harness {
     state: ConnectionState,
     events: broadcast::Receiver<ConnectionEvent>,
+    /// Publish permits, as the connection hands them out.
+    permits: Arc<Semaphore>,
+    /// What each opened channel shares with its handles.
+    shared: Vec<(ChannelRef, Arc<ChannelShared>)>,
 }
+
+const PERMITS: usize = 1024;
 
 fn s(text: &'static str) -> ShortString {
     ShortString::from_static(text)
@@ -41,7 +47,41 @@ impl Harness {
                 Instant::now(),
             ),
             events,
+            permits: Arc::new(Semaphore::new(PERMITS)),
+            shared: Vec::new(),
         }
+    }
+
+    /// Settles as a handle does: in the channel's book, then queued.
+    fn settle(&mut self, channel: ChannelRef, method: impl Into<Method>) -> Result<()> {
+        let method = method.into();
+        let (tag, multiple) = match &method {
+            Method::BasicAck(a) => (a.delivery_tag, a.multiple),
+            Method::BasicNack(n) => (n.delivery_tag, n.multiple),
+            Method::BasicReject(r) => (r.delivery_tag, false),
+            other => panic!("not a settlement: {}", other.name()),
+        };
+        let shared = self.channel_shared(channel);
+        let mut queued = None;
+        crate::channel::settle(&shared, channel, tag, multiple, method, |command| {
+            queued = Some(command);
+            Ok(())
+        })?;
+        self.command(queued.expect("queued"));
+        Ok(())
+    }
+
+    fn channel_shared(&self, channel: ChannelRef) -> Arc<ChannelShared> {
+        self.shared
+            .iter()
+            .find(|(r, _)| *r == channel)
+            .map(|(_, shared)| shared.clone())
+            .expect("an opened channel")
+    }
+
+    /// Publish permits handed out and not yet given back.
+    fn permits_out(&self) -> usize {
+        PERMITS - self.permits.available_permits()
     }
 
     /// Frames the state wrote since the last call.
@@ -121,8 +161,9 @@ impl Harness {
             panic!("expected channel.open, got {sent:?}");
         };
         self.feed(channel, ChannelOpenOk::default());
-        let (r, _) = rx.try_recv().expect("answered").expect("opened");
+        let (r, shared) = rx.try_recv().expect("answered").expect("opened");
         assert_eq!(r.id, channel);
+        self.shared.push((r, shared));
         r
     }
 
@@ -152,9 +193,20 @@ impl Harness {
         channel: ChannelRef,
         routing_key: &'static str,
         mandatory: bool,
-    ) -> oneshot::Receiver<PublishOutcome> {
+    ) -> oneshot::Receiver<Confirmation> {
+        self.publish_body(channel, routing_key, mandatory, Bytes::from_static(b"body"))
+    }
+
+    fn publish_body(
+        &mut self,
+        channel: ChannelRef,
+        routing_key: &'static str,
+        mandatory: bool,
+        body: Bytes,
+    ) -> oneshot::Receiver<Confirmation> {
         let (confirm, rx) = oneshot::channel();
-        self.state.handle_publish(PublishCommand {
+        let permit = self.permits.clone().try_acquire_owned().expect("a permit");
+        self.command(Command::Publish(PublishCommand {
             channel,
             publish: BasicPublish {
                 routing_key: s(routing_key),
@@ -162,9 +214,10 @@ impl Harness {
                 ..Default::default()
             },
             properties: PublishProperties::default(),
-            body: Bytes::from_static(b"body"),
+            body,
             confirm: Some(confirm),
-        });
+            _permit: permit,
+        }));
         rx
     }
 
@@ -215,13 +268,13 @@ impl Harness {
     }
 }
 
-fn outcome_name(rx: &mut oneshot::Receiver<PublishOutcome>) -> &'static str {
+fn outcome_name(rx: &mut oneshot::Receiver<Confirmation>) -> &'static str {
     match rx.try_recv() {
-        Ok(PublishOutcome::Ack) => "ack",
-        Ok(PublishOutcome::Nack) => "nack",
-        Ok(PublishOutcome::Returned(_)) => "returned",
-        Ok(PublishOutcome::Indeterminate(_)) => "indeterminate",
-        Ok(PublishOutcome::NotConfirmed) => "not confirmed",
+        Ok(Confirmation::Ack) => "ack",
+        Ok(Confirmation::Nack) => "nack",
+        Ok(Confirmation::Returned(_)) => "returned",
+        Ok(Confirmation::Indeterminate(_)) => "indeterminate",
+        Ok(Confirmation::NotConfirmed) => "not confirmed",
         Err(_) => "pending",
     }
 }
@@ -285,7 +338,7 @@ async fn a_reply_that_answers_nothing_closes_the_connection() {
     let mut h = Harness::new(10, 0);
     let ch = h.open_channel();
     h.feed(ch.id, QueueBindOk::default());
-    assert!(matches!(h.state.phase, Phase::Closing { .. }));
+    assert!(matches!(h.state.phase, ConnectionPhase::Closing { .. }));
     let sent = h.sent();
     let [Frame::Method {
         channel: 0,
@@ -419,7 +472,7 @@ async fn a_return_before_the_ack_is_the_outcome_of_that_publish() {
         },
     );
     assert_eq!(outcome_name(&mut routed), "ack");
-    let Ok(PublishOutcome::Returned(returned)) = unroutable.try_recv() else {
+    let Ok(Confirmation::Returned(returned)) = unroutable.try_recv() else {
         panic!()
     };
     assert_eq!(returned.reply_code, ReplyCode::NO_ROUTE);
@@ -607,12 +660,12 @@ async fn every_pending_waiter_resolves_when_the_broker_closes_the_connection() {
     let forced = |e: &Error| e.reply_code() == Some(ReplyCode::CONNECTION_FORCED);
     assert!(forced(&call.try_recv().unwrap().unwrap_err()));
     assert!(forced(&queued.try_recv().unwrap().unwrap_err()));
-    assert!(matches!(confirm.try_recv().unwrap(), PublishOutcome::Indeterminate(e) if forced(&e)));
+    assert!(matches!(confirm.try_recv().unwrap(), Confirmation::Indeterminate(e) if forced(&e)));
     assert!(matches!(end.get(), Some(ConsumerEnd::Closed(e)) if forced(e)));
     assert!(deliveries.try_recv().is_err());
     assert!(forced(&get.try_recv().unwrap().unwrap_err()));
     assert!(forced(&opening.try_recv().unwrap().unwrap_err()));
-    assert!(matches!(h.state.phase, Phase::Closed { .. }));
+    assert!(matches!(h.state.phase, ConnectionPhase::Closed { .. }));
 
     // Requests after the close fail at once with the same reason.
     let mut late = h.call(a, QueueDeclare::default());
@@ -647,7 +700,7 @@ async fn closing_the_connection_waits_for_close_ok_then_answers() {
     );
     h.feed(0, ConnectionCloseOk::default());
     assert!(closed.try_recv().unwrap().is_ok());
-    assert!(matches!(h.state.phase, Phase::Closed { .. }));
+    assert!(matches!(h.state.phase, ConnectionPhase::Closed { .. }));
 }
 
 #[tokio::test(start_paused = true)]
@@ -684,7 +737,7 @@ async fn heartbeats_are_sent_when_idle_and_silence_kills_the_connection() {
     assert!(h.state.is_open());
     tokio::time::advance(Duration::from_secs(1)).await;
     h.state.handle_timeout(Instant::now(), false);
-    let Phase::Closed {
+    let ConnectionPhase::Closed {
         error: Error::HeartbeatTimeout { interval, .. },
     } = &h.state.phase
     else {
@@ -753,7 +806,7 @@ async fn a_body_larger_than_announced_is_a_protocol_error() {
     );
     assert!(matches!(
         &h.state.phase,
-        Phase::Closing {
+        ConnectionPhase::Closing {
             error: Error::Body(_),
             ..
         }
@@ -783,10 +836,7 @@ fn settlements_sent(h: &mut Harness) -> Vec<(&'static str, u64, bool)> {
 }
 
 fn cast(h: &mut Harness, channel: ChannelRef, method: impl Into<Method>) {
-    h.command(Command::Cast {
-        channel,
-        method: method.into(),
-    });
+    h.settle(channel, method).expect("settled");
 }
 
 fn ack(h: &mut Harness, channel: ChannelRef, delivery_tag: u64) {
@@ -884,33 +934,383 @@ async fn acks_on_different_channels_do_not_merge() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_repeated_ack_goes_out_as_sent_for_the_broker_to_refuse() {
+async fn a_second_settlement_is_refused_locally_and_nothing_is_sent() {
     let mut h = Harness::new(10, 0);
     let ch = h.open_channel();
     let (_rx, _end) = h.consume(ch, "c1", 16);
     h.deliver(ch.id, "c1", 1, b"x");
     h.deliver(ch.id, "c1", 2, b"x");
     ack(&mut h, ch, 2);
-    ack(&mut h, ch, 2);
-    assert_eq!(
-        settlements_sent(&mut h),
-        [("ack", 2, false), ("ack", 2, false)]
+    let again = h.settle(
+        ch,
+        BasicReject {
+            delivery_tag: 2,
+            requeue: true,
+        },
     );
+    assert!(matches!(
+        again,
+        Err(Error::AlreadySettled {
+            delivery_tag: 2,
+            ..
+        })
+    ));
+    assert_eq!(settlements_sent(&mut h), [("ack", 2, false)]);
+    let never = h.settle(
+        ch,
+        BasicAck {
+            delivery_tag: 9,
+            multiple: false,
+        },
+    );
+    assert!(matches!(
+        never,
+        Err(Error::UnknownDeliveryTag {
+            delivery_tag: 9,
+            ..
+        })
+    ));
+    assert_eq!(settlements_sent(&mut h), []);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_repeated_ack_is_never_merged_away() {
+async fn an_ack_of_a_tag_covered_by_a_multiple_ack_is_refused_locally() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    for tag in 1..=3 {
+        h.deliver(ch.id, "c1", tag, b"x");
+    }
+    h.settle(
+        ch,
+        BasicAck {
+            delivery_tag: 3,
+            multiple: true,
+        },
+    )
+    .unwrap();
+    for tag in 1..=3 {
+        let again = h.settle(
+            ch,
+            BasicAck {
+                delivery_tag: tag,
+                multiple: false,
+            },
+        );
+        assert!(matches!(again, Err(Error::AlreadySettled { .. })), "{tag}");
+    }
+    assert_eq!(settlements_sent(&mut h), [("ack", 3, true)]);
+    // The channel stays open: nothing the broker would refuse went out.
+    assert!(h.state.is_open());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_second_ack_does_not_stop_the_next_ack_merging() {
     let mut h = Harness::new(10, 0);
     let ch = h.open_channel();
     let (_rx, _end) = h.consume(ch, "c1", 16);
     h.deliver(ch.id, "c1", 1, b"x");
     h.deliver(ch.id, "c1", 2, b"x");
     ack(&mut h, ch, 1);
-    ack(&mut h, ch, 1);
+    assert!(h
+        .settle(
+            ch,
+            BasicAck {
+                delivery_tag: 1,
+                multiple: false
+            }
+        )
+        .is_err());
     ack(&mut h, ch, 2);
-    // Merging 2 over the second ack of 1 would hide the broker's refusal.
-    assert_eq!(
-        settlements_sent(&mut h),
-        [("ack", 1, false), ("ack", 1, false), ("ack", 2, false)]
+    assert_eq!(settlements_sent(&mut h), [("ack", 2, true)]);
+}
+
+// ---- order on a channel, held publishes, closes that wait for confirms ----
+
+/// (method name, routing key of a publish) for each method frame sent.
+fn sent_in_order(h: &mut Harness) -> Vec<(u16, String)> {
+    h.sent()
+        .into_iter()
+        .filter_map(|frame| match frame {
+            Frame::Method {
+                channel,
+                method: Method::BasicPublish(p),
+            } => Some((channel, format!("publish {}", p.routing_key))),
+            Frame::Method { channel, method } => Some((channel, method.name().to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn block(h: &mut Harness) {
+    h.feed(
+        0,
+        ConnectionBlocked {
+            reason: s("low on memory"),
+        },
     );
+}
+
+fn unblock(h: &mut Harness) {
+    h.feed(0, ConnectionUnblocked::default());
+    h.state.release_held(Instant::now());
+}
+
+fn close_connection(h: &mut Harness) -> oneshot::Receiver<Result<()>> {
+    let (reply, rx) = oneshot::channel();
+    h.command(Command::CloseConnection {
+        code: 200,
+        text: "bye".into(),
+        reply: Some(reply),
+    });
+    rx
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_wait_behind_publishes_held_while_blocked_in_call_order() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    h.deliver(ch.id, "c1", 1, b"x");
+    block(&mut h);
+    h.publish(ch, "a", false);
+    ack(&mut h, ch, 1);
+    let _rollback = h.call(ch, TxRollback::default());
+    h.publish(ch, "b", false);
+    let mut commit = h.call(ch, TxCommit::default());
+    // Blocked: the publish waits, and everything after it on the channel.
+    assert_eq!(sent_in_order(&mut h), []);
+    assert_eq!(h.permits_out(), 2);
+    unblock(&mut h);
+    assert_eq!(
+        sent_in_order(&mut h),
+        [
+            (ch.id, "publish a".to_string()),
+            (ch.id, "basic.ack".to_string()),
+            (ch.id, "tx.rollback".to_string()),
+            (ch.id, "publish b".to_string()),
+        ]
+    );
+    // Encoded publishes give their permits back.
+    assert_eq!(h.permits_out(), 0);
+    h.feed(ch.id, TxRollbackOk::default());
+    assert_eq!(sent_in_order(&mut h), [(ch.id, "tx.commit".to_string())]);
+    h.feed(ch.id, TxCommitOk::default());
+    assert!(commit.try_recv().unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_after_a_command_never_overtakes_it() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let _select = h.call(ch, TxSelect::default());
+    h.feed(ch.id, TxSelectOk::default());
+    h.sent();
+    // The transaction scope's case: publish A, roll back (the scope was
+    // dropped), publish B, commit. B is committed, A is not.
+    h.publish(ch, "a", false);
+    let _rollback = h.call(ch, TxRollback::default());
+    h.publish(ch, "b", false);
+    let _commit = h.call(ch, TxCommit::default());
+    assert_eq!(
+        sent_in_order(&mut h),
+        [
+            (ch.id, "publish a".to_string()),
+            (ch.id, "tx.rollback".to_string()),
+            (ch.id, "publish b".to_string()),
+        ]
+    );
+    h.feed(ch.id, TxRollbackOk::default());
+    assert_eq!(sent_in_order(&mut h), [(ch.id, "tx.commit".to_string())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishes_held_on_one_channel_hold_nothing_of_another() {
+    let mut h = Harness::new(10, 0);
+    let a = h.open_channel();
+    let b = h.open_channel();
+    let (_rx, _end) = h.consume(b, "cb", 16);
+    h.deliver(b.id, "cb", 1, b"x");
+    block(&mut h);
+    h.publish(a, "held", false);
+    ack(&mut h, b, 1);
+    let _declare = h.call(b, QueueDeclare::default());
+    assert_eq!(
+        sent_in_order(&mut h),
+        [
+            (b.id, "basic.ack".to_string()),
+            (b.id, "queue.declare".to_string())
+        ]
+    );
+    unblock(&mut h);
+    assert_eq!(sent_in_order(&mut h), [(a.id, "publish held".to_string())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishes_wait_at_the_write_high_water_mark_and_keep_their_order() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let (_rx, _end) = h.consume(ch, "c1", 16);
+    h.deliver(ch.id, "c1", 1, b"x");
+    h.sent();
+    let large = Bytes::from(vec![7u8; WRITE_HIGH_WATER + 1]);
+    h.publish_body(ch, "large", false, large);
+    assert!(!h.state.can_publish());
+    h.publish(ch, "y", false);
+    ack(&mut h, ch, 1);
+    h.publish(ch, "z", false);
+    // The write queue holds only the large message: y, the ack and z wait.
+    assert_eq!(
+        sent_in_order(&mut h),
+        [(ch.id, "publish large".to_string())]
+    );
+    assert_eq!(h.permits_out(), 2);
+    h.state.release_held(Instant::now());
+    assert_eq!(
+        sent_in_order(&mut h),
+        [
+            (ch.id, "publish y".to_string()),
+            (ch.id, "basic.ack".to_string()),
+            (ch.id, "publish z".to_string()),
+        ]
+    );
+    assert_eq!(h.permits_out(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_the_connection_first_waits_for_the_confirms_of_sent_publishes() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    h.confirm_mode(ch);
+    let mut confirms: Vec<_> = (0..3).map(|_| h.publish(ch, "q", false)).collect();
+    h.sent();
+    let mut closed = close_connection(&mut h);
+    // Not yet: three publishes wait for their confirms.
+    assert_eq!(sent_in_order(&mut h), []);
+    h.feed(
+        ch.id,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        },
+    );
+    assert_eq!(sent_in_order(&mut h), []);
+    h.feed(
+        ch.id,
+        BasicAck {
+            delivery_tag: 3,
+            multiple: false,
+        },
+    );
+    assert_eq!(sent_in_order(&mut h), [(0, "connection.close".to_string())]);
+    let outcomes: Vec<_> = confirms.iter_mut().map(outcome_name).collect();
+    assert_eq!(outcomes, ["ack", "ack", "ack"]);
+    // Publishes after the close was asked for are refused.
+    let mut late = h.publish(ch, "q", false);
+    assert_eq!(outcome_name(&mut late), "indeterminate");
+    h.feed(0, ConnectionCloseOk::default());
+    assert!(closed.try_recv().unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_that_waits_for_confirms_gives_up_at_its_deadline() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    h.confirm_mode(ch);
+    let mut confirm = h.publish(ch, "q", false);
+    h.sent();
+    let _closed = close_connection(&mut h);
+    assert_eq!(h.state.deadline(), Some(Instant::now() + CLOSE_TIMEOUT));
+    tokio::time::advance(CLOSE_TIMEOUT).await;
+    h.state.handle_timeout(Instant::now(), false);
+    assert_eq!(sent_in_order(&mut h), [(0, "connection.close".to_string())]);
+    assert_eq!(outcome_name(&mut confirm), "indeterminate");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_handles_are_all_gone_closes_at_once() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    h.confirm_mode(ch);
+    let mut confirm = h.publish(ch, "q", false);
+    h.sent();
+    h.command(Command::CloseConnection {
+        code: 200,
+        text: "dropped".into(),
+        reply: None,
+    });
+    assert_eq!(sent_in_order(&mut h), [(0, "connection.close".to_string())]);
+    assert_eq!(outcome_name(&mut confirm), "indeterminate");
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishes_held_while_blocked_go_out_before_the_connection_closes() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    h.confirm_mode(ch);
+    block(&mut h);
+    let mut confirm = h.publish(ch, "held", false);
+    let _closed = close_connection(&mut h);
+    assert_eq!(sent_in_order(&mut h), []);
+    unblock(&mut h);
+    assert_eq!(sent_in_order(&mut h), [(ch.id, "publish held".to_string())]);
+    h.feed(
+        ch.id,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert_eq!(outcome_name(&mut confirm), "ack");
+    assert_eq!(sent_in_order(&mut h), [(0, "connection.close".to_string())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_a_channel_first_waits_for_the_confirms_of_sent_publishes() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    h.confirm_mode(ch);
+    let mut confirm = h.publish(ch, "q", false);
+    h.sent();
+    let (reply, mut closed) = oneshot::channel();
+    h.command(Command::CloseChannel {
+        channel: ch,
+        reply: Some(reply),
+    });
+    assert_eq!(sent_in_order(&mut h), []);
+    h.feed(
+        ch.id,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert_eq!(outcome_name(&mut confirm), "ack");
+    assert_eq!(
+        sent_in_order(&mut h),
+        [(ch.id, "channel.close".to_string())]
+    );
+    h.feed(ch.id, ChannelCloseOk::default());
+    assert!(closed.try_recv().unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_channel_close_that_waits_for_confirms_gives_up_at_its_deadline() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    h.confirm_mode(ch);
+    let mut confirm = h.publish(ch, "q", false);
+    h.sent();
+    let (reply, _closed) = oneshot::channel();
+    h.command(Command::CloseChannel {
+        channel: ch,
+        reply: Some(reply),
+    });
+    tokio::time::advance(CLOSE_TIMEOUT).await;
+    h.state.handle_timeout(Instant::now(), false);
+    assert_eq!(
+        sent_in_order(&mut h),
+        [(ch.id, "channel.close".to_string())]
+    );
+    assert_eq!(outcome_name(&mut confirm), "indeterminate");
 }

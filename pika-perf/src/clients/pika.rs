@@ -55,7 +55,7 @@ async fn delete(queue: &Queue) -> Result<()> {
 /// on a channel without confirms.
 async fn publish_bodies(exchange: &Exchange, queue: &str, n: u64, size: usize) -> Result<()> {
     for seq in 0..n {
-        exchange
+        let _ = exchange
             .publish(Message::new(body::encode(seq, size)), queue)
             .mandatory(false)
             .await?;
@@ -179,7 +179,7 @@ async fn rpc_server(queue: Queue) -> Result<()> {
             continue;
         };
         let reply = Message::new(request.body().clone()).correlation_id(correlation_id);
-        exchange.publish(reply, reply_to).mandatory(false).await?;
+        let _ = exchange.publish(reply, reply_to).mandatory(false).await?;
     }
     Ok(())
 }
@@ -220,7 +220,7 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
             .reply_to(&reply_to)
             .correlation_id(&correlation_id);
         let sent = Instant::now();
-        exchange
+        let _ = exchange
             .publish(request, requests.name())
             .mandatory(false)
             .await?;

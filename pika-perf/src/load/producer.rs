@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_conn::{Channel, PublishConfirm, PublishOutcome};
+use amqp_conn::{Channel, Confirmation, PublishConfirm};
 use amqp_wire::{BasicProperties, BasicPublish, ShortString};
 use tokio::time::Instant;
 
@@ -102,10 +102,10 @@ async fn stopped(stop: &AtomicBool) {
     }
 }
 
-fn settle(stats: &Stats, outcome: PublishOutcome) {
+fn settle(stats: &Stats, outcome: Confirmation) {
     match outcome {
-        PublishOutcome::Ack => Stats::add(&stats.confirmed, 1),
-        PublishOutcome::Returned(_) => {
+        Confirmation::Ack => Stats::add(&stats.confirmed, 1),
+        Confirmation::Returned(_) => {
             Stats::add(&stats.returned, 1);
             Stats::add(&stats.confirmed, 1);
         }
