@@ -48,12 +48,15 @@ async fn main() -> pika::Result<()> {
 
     let routing_key = "test_queue";
     let channel = connection.channel().await?;
-    channel
+    let confirmation = channel
         .default_exchange()
         .publish(Message::new(format!("Hello {routing_key}")), routing_key)
-        .await?
-        .ensure_routed()?;
+        .await?;
     println!(" [x] Sent 'Hello {routing_key}'");
+    if let pika::Confirmation::Returned(_) = confirmation {
+        // Mandatory by default: without a queue the broker returns it.
+        println!(" [!] No queue '{routing_key}' on this broker: the message came back");
+    }
 
     connection.close().await
 }

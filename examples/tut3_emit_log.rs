@@ -37,10 +37,11 @@ async fn main() -> pika::Result<()> {
 
     // Sending the message. A fanout exchange ignores the routing key; with
     // no receiver bound, the message is lost, which is fine for logs.
-    if let pika::Confirmation::Returned(_) = logs_exchange.publish(message, "info").await? {
-        println!(" [!] no queue is bound to 'logs': the message was dropped");
-    }
+    let confirmation = logs_exchange.publish(message, "info").await?;
     println!(" [x] Sent '{message_body}'");
+    if let pika::Confirmation::Returned(_) = confirmation {
+        println!(" [!] No queue is bound to 'logs': the message was dropped");
+    }
 
     connection.close().await
 }

@@ -41,12 +41,13 @@ async fn main() -> pika::Result<()> {
     let message = Message::new(message_body.clone()).delivery_mode(DeliveryMode::Persistent);
 
     // Sending the message: it reaches the queues bound with this severity.
-    if let pika::Confirmation::Returned(_) = logs_exchange.publish(message, routing_key).await? {
-        // As in the tutorial: with no queue bound for the key, the message
-        // is dropped; the broker returned it, so say so.
-        println!(" [!] no queue is bound for '{routing_key}': the message was dropped");
-    }
+    let confirmation = logs_exchange.publish(message, routing_key).await?;
     println!(" [x] Sent '{routing_key}':'{message_body}'");
+    if let pika::Confirmation::Returned(_) = confirmation {
+        // As in the tutorial, with no queue bound for the key nobody gets
+        // the message; the broker returned it, so say so.
+        println!(" [!] No queue is bound for '{routing_key}': the message was dropped");
+    }
 
     connection.close().await
 }

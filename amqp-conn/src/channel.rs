@@ -289,17 +289,20 @@ impl Channel {
         if let Some(error) = self.inner.shared.closed.get() {
             return Err(error.clone());
         }
+        // The publish takes one of the connection's places for publishes
+        // in flight; the task gives places back, in batches, once the
+        // publishes are out of its hands (encoded or failed). Most
+        // publishes find one at once: no acquire future to build.
         let permits = &self.inner.conn.publish_permits;
-        // Most publishes find room: no acquire future to build.
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+        match permits.try_acquire() {
+            Ok(permit) => permit.forget(),
             Err(TryAcquireError::NoPermits) => permits
-                .clone()
-                .acquire_owned()
+                .acquire()
                 .await
-                .map_err(|_| self.inner.closed_error())?,
+                .map_err(|_| self.inner.closed_error())?
+                .forget(),
             Err(TryAcquireError::Closed) => return Err(self.inner.closed_error()),
-        };
+        }
         let (confirm, waiting) = if self.is_confirm_mode() {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some((rx, self.inner.clone())))
@@ -312,7 +315,6 @@ impl Channel {
             properties,
             body,
             confirm,
-            _permit: permit,
         }))?;
         Ok(PublishConfirm { waiting })
     }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use amqp_wire::{BasicPublish, Method, ShortString};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::message::{Confirmation, Delivery, PublishProperties};
@@ -143,10 +143,6 @@ pub(crate) struct PublishCommand {
     pub(crate) body: Bytes,
     /// Where the confirm goes (channels in confirm mode).
     pub(crate) confirm: Option<oneshot::Sender<Confirmation>>,
-    /// The publish's place in the bounded number of publishes between the
-    /// handles and the socket: given back when the command is dropped
-    /// (encoded or failed), which lets the next publisher in.
-    pub(crate) _permit: OwnedSemaphorePermit,
 }
 
 impl Command {

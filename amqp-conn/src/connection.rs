@@ -184,9 +184,15 @@ impl Connection {
         Ok(Channel::new(r, shared, self.inner.clone()))
     }
 
-    /// Closes the connection with code 200 and waits for the broker's
-    /// close-ok (at most 5 seconds). Every channel, pending reply, confirm
-    /// and consumer ends with [`Error::ConnectionClosed`].
+    /// Closes the connection with code 200. First waits (at most 5
+    /// seconds) until publishes held back (blocked connection, full write
+    /// buffer) are written and the confirms of publishes sent arrive, so
+    /// each publish ends with the broker's answer; then sends
+    /// `connection.close` and waits for close-ok (at most 5 seconds). What
+    /// is still pending then ends with [`Error::ConnectionClosed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not stop the close.
     pub async fn close(&self) -> Result<()> {
         self.close_with(200, "closed by the application").await
     }

@@ -94,6 +94,8 @@ pub(crate) struct Driver {
     /// when the task ends, so no publisher waits for room that never
     /// comes.
     publish_permits: Arc<Semaphore>,
+    /// Publishes whose places were given back to `publish_permits`.
+    publishes_released: u64,
     timer: Pin<Box<Sleep>>,
     stall: Option<(ChannelRef, PollSender<Delivery>, Delivery)>,
     needs_flush: bool,
@@ -114,6 +116,7 @@ impl Driver {
             state,
             commands,
             publish_permits,
+            publishes_released: 0,
             timer: Box::pin(tokio::time::sleep_until(
                 Instant::now() + std::time::Duration::from_secs(3600),
             )),
@@ -146,6 +149,7 @@ impl Driver {
             }
             // Room was made, or the broker unblocked: held publishes go.
             self.state.release_held(now);
+            self.give_back_permits();
             progress |= self.poll_timer(cx, now);
             if let ConnectionPhase::Closed { error } = &self.state.phase {
                 if self.state.out.is_empty() && !self.needs_flush {
@@ -193,6 +197,17 @@ impl Driver {
                 }
                 true
             }
+        }
+    }
+
+    /// Gives the places of publishes out of the task's hands back to
+    /// the publishers: one semaphore update per turn, not per publish.
+    fn give_back_permits(&mut self) {
+        let released = self.state.publishes_released();
+        if released > self.publishes_released {
+            let places = (released - self.publishes_released) as usize;
+            self.publishes_released = released;
+            self.publish_permits.add_permits(places);
         }
     }
 

@@ -33,11 +33,11 @@ enum Stage {
 
 /// The result of a completed handshake.
 #[derive(Debug, Clone)]
-pub struct Opened {
+pub(crate) struct Opened {
     /// The negotiated limits.
-    pub tuning: Tuning,
+    pub(crate) tuning: Tuning,
     /// What the broker said about itself in `connection.start`.
-    pub server_properties: FieldTable,
+    pub(crate) server_properties: FieldTable,
 }
 
 /// The handshake state machine.

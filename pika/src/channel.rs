@@ -221,6 +221,10 @@ impl Channel {
 }
 
 /// Builder of [`Channel::declare_exchange`]; await it.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// declare goes ahead, so the exchange may still be created.
 #[must_use = "nothing is declared until the builder is awaited"]
 #[derive(Debug)]
 pub struct DeclareExchange<'a> {
@@ -302,6 +306,11 @@ impl<'a> DeclareExchange<'a> {
 into_future!(DeclareExchange => Exchange);
 
 /// Builder of [`Channel::declare_queue`]; await it.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// declare goes ahead, so the queue may still be created (for `""`, under
+/// a name the broker chose and you never learn).
 #[must_use = "nothing is declared until the builder is awaited"]
 #[derive(Debug)]
 pub struct DeclareQueue<'a> {
@@ -379,6 +388,10 @@ impl<'a> DeclareQueue<'a> {
 into_future!(DeclareQueue => Queue);
 
 /// Builder of [`Channel::set_qos`]; await it.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once sent, the
+/// limit applies all the same.
 #[must_use = "nothing is set until the builder is awaited"]
 #[derive(Debug)]
 pub struct SetQos<'a> {

@@ -21,6 +21,10 @@ use crate::error::{Error, Result};
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Cancel safety
+/// Dropping the future before it completes drops the half-open socket;
+/// nothing is left running.
 pub async fn connect(url: &str) -> Result<Connection> {
     let config = ConnectionConfig::from_url(url).map_err(amqp_conn::Error::from)?;
     Connection::open(config).await
@@ -46,6 +50,10 @@ pub async fn connect(url: &str) -> Result<Connection> {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Cancel safety
+/// Dropping the future before it completes drops the half-open socket;
+/// nothing is left running.
 pub async fn connect_with(options: ConnectOptions) -> Result<Connection> {
     Connection::open(options.config).await
 }
@@ -262,7 +270,14 @@ impl Connection {
         }
     }
 
-    /// Closes the connection and waits for the broker's answer.
+    /// Closes the connection (code 200) and waits for the broker's answer.
+    /// First waits (at most 5 seconds) for the confirms of publishes
+    /// already sent, then sends `connection.close` and waits (at most 5
+    /// seconds) for close-ok.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not stop the close: once queued, it goes
+    /// on as described above; only the waiting stops.
     pub async fn close(&self) -> Result<()> {
         Ok(self.inner.close().await?)
     }
@@ -320,6 +335,11 @@ impl Connection {
 }
 
 /// Builder of [`Connection::channel`]; await it to open the channel.
+///
+/// # Cancel safety
+/// Dropping the future (or a timeout) only stops waiting: once requested,
+/// the channel still opens on the broker, and is closed again because its
+/// handle is dropped with the future.
 #[must_use = "a channel opens only when the builder is awaited"]
 #[derive(Debug)]
 pub struct OpenChannel<'a> {

@@ -247,6 +247,12 @@ impl Process {
 
     /// Runs `work` on the message: acks when it returns `Ok`, rejects when
     /// it returns `Err` or panics (the panic continues).
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or a timeout) while `work` runs drops the guard
+    /// without a decision: the message is requeued (see [`ProcessGuard`]).
+    /// A future dropped before its first poll settles nothing: the message
+    /// stays unacknowledged (see [`IncomingMessage`]).
     pub async fn run<F, Fut, T, E>(self, work: F) -> std::result::Result<T, E>
     where
         F: FnOnce(IncomingMessage) -> Fut,

@@ -277,6 +277,15 @@ pub struct Consume<'a, F> {
     options: ConsumeOptions,
 }
 
+impl<F> std::fmt::Debug for Consume<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consume")
+            .field("queue", &self.queue.name())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a, F, Fut> Consume<'a, F>
 where
     F: Fn(IncomingMessage) -> Fut + Send + Sync + 'static,

@@ -46,6 +46,10 @@ impl Transaction {
     }
 
     /// [`select`](Transaction::select) within `timeout`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or a timeout) only stops waiting: once sent,
+    /// the select still happens.
     pub async fn select_within(&self, timeout: Option<Duration>) -> Result<()> {
         self.channel
             .call(TxSelect::default(), timeout)
@@ -66,6 +70,10 @@ impl Transaction {
     }
 
     /// [`commit`](Transaction::commit) within `timeout`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or a timeout) only stops waiting: once sent,
+    /// the commit still happens.
     pub async fn commit_within(&self, timeout: Option<Duration>) -> Result<()> {
         self.channel
             .call(TxCommit::default(), timeout)
@@ -83,6 +91,10 @@ impl Transaction {
     }
 
     /// [`rollback`](Transaction::rollback) within `timeout`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or a timeout) only stops waiting: once sent,
+    /// the rollback still happens.
     pub async fn rollback_within(&self, timeout: Option<Duration>) -> Result<()> {
         self.channel
             .call(TxRollback::default(), timeout)
@@ -119,6 +131,8 @@ impl TransactionScope {
     ///
     /// # Cancel safety
     /// Dropping the future only stops waiting: the commit still happens.
+    /// A future dropped before it is first polled drops the scope, which
+    /// rolls back.
     pub async fn commit(mut self) -> Result<()> {
         let transaction = self.transaction.take().expect("scope not yet ended");
         transaction.commit().await

@@ -101,6 +101,8 @@ pub(crate) struct ChannelState {
     /// they go out in this order, so the order on the channel is the
     /// order of the calls.
     held: VecDeque<Command>,
+    /// How many of `held` are publishes.
+    held_publishes: usize,
 }
 
 impl ChannelState {
@@ -117,6 +119,7 @@ impl ChannelState {
             incoming: None,
             max_body_size,
             held: VecDeque::new(),
+            held_publishes: 0,
         }
     }
 
@@ -141,19 +144,28 @@ impl ChannelState {
         !self.held.is_empty()
     }
 
+    /// Publishes held on this channel.
+    pub(crate) fn held_publishes(&self) -> usize {
+        self.held_publishes
+    }
+
     /// Queues `command` behind what is held.
     pub(crate) fn hold(&mut self, command: Command) {
+        self.held_publishes += usize::from(matches!(command, Command::Publish(_)));
         self.held.push_back(command);
     }
 
     /// The first held command.
     pub(crate) fn next_held(&mut self) -> Option<Command> {
-        self.held.pop_front()
+        let command = self.held.pop_front()?;
+        self.held_publishes -= usize::from(matches!(command, Command::Publish(_)));
+        Some(command)
     }
 
     /// Puts back a command taken with [`ChannelState::next_held`] that
     /// cannot go yet.
     pub(crate) fn unhold(&mut self, command: Command) {
+        self.held_publishes += usize::from(matches!(command, Command::Publish(_)));
         self.held.push_front(command);
     }
 
@@ -345,6 +357,7 @@ impl ChannelState {
         for command in self.held.drain(..) {
             command.fail(error.clone());
         }
+        self.held_publishes = 0;
         if let Some(tracker) = &mut self.confirms {
             tracker.fail_all(&error);
         }

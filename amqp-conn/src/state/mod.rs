@@ -97,6 +97,8 @@ pub(crate) struct ConnectionState {
     /// waits until held publishes are written and sent publishes
     /// confirmed, or until the deadline.
     draining: Option<(CloseReason, Instant)>,
+    /// Publishes received from the handles, ever.
+    publishes_received: u64,
 }
 
 impl ConnectionState {
@@ -122,7 +124,25 @@ impl ConnectionState {
             holding: VecDeque::new(),
             draining_channels: Vec::new(),
             draining: None,
+            publishes_received: 0,
         }
+    }
+
+    /// Publishes received and no longer held (encoded, or failed): their
+    /// places in the bounded number of publishes in flight can be given
+    /// back. Grows by one per publish; the driver gives back the
+    /// difference once per turn.
+    pub(crate) fn publishes_released(&self) -> u64 {
+        // Each channel is in `holding` at most once.
+        let held: usize = self
+            .holding
+            .iter()
+            .filter_map(|r| {
+                let channel = self.channels.get(usize::from(r.id))?.as_ref()?;
+                (channel.generation == r.generation).then(|| channel.held_publishes())
+            })
+            .sum();
+        self.publishes_received - held as u64
     }
 
     /// True when a publish may be encoded now: the connection is open and
@@ -166,6 +186,7 @@ impl ConnectionState {
     /// or for a publish the connection cannot take now, the command is
     /// held behind them: the order on a channel is the order of the calls.
     pub(crate) fn handle_command(&mut self, command: Command, now: Instant) {
+        self.publishes_received += u64::from(matches!(command, Command::Publish(_)));
         if let Some(error) = self.close_error().cloned() {
             return match command {
                 Command::CloseConnection {
@@ -190,7 +211,7 @@ impl ConnectionState {
             if let Some(channel) = find(&mut self.channels, r) {
                 let must_wait = matches!(command, Command::Publish(_)) && !can_publish;
                 if channel.has_held() || must_wait {
-                    if !channel.has_held() {
+                    if !channel.has_held() && !self.holding.contains(&r) {
                         self.holding.push_back(r);
                     }
                     channel.hold(command);

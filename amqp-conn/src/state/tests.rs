@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use amqp_wire::*;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::*;
@@ -24,13 +24,11 @@ fn tuning(channel_max: u16, heartbeat: u16) -> Tuning {
 struct Harness {
     state: ConnectionState,
     events: broadcast::Receiver<ConnectionEvent>,
-    /// Publish permits, as the connection hands them out.
-    permits: Arc<Semaphore>,
+    /// Publishes handed to the state.
+    published: u64,
     /// What each opened channel shares with its handles.
     shared: Vec<(ChannelRef, Arc<ChannelShared>)>,
 }
-
-const PERMITS: usize = 1024;
 
 fn s(text: &'static str) -> ShortString {
     ShortString::from_static(text)
@@ -47,7 +45,7 @@ impl Harness {
                 Instant::now(),
             ),
             events,
-            permits: Arc::new(Semaphore::new(PERMITS)),
+            published: 0,
             shared: Vec::new(),
         }
     }
@@ -79,9 +77,10 @@ impl Harness {
             .expect("an opened channel")
     }
 
-    /// Publish permits handed out and not yet given back.
-    fn permits_out(&self) -> usize {
-        PERMITS - self.permits.available_permits()
+    /// Publishes whose places in flight the driver would not give back
+    /// yet (held by the state).
+    fn permits_out(&self) -> u64 {
+        self.published - self.state.publishes_released()
     }
 
     /// Frames the state wrote since the last call.
@@ -205,7 +204,7 @@ impl Harness {
         body: Bytes,
     ) -> oneshot::Receiver<Confirmation> {
         let (confirm, rx) = oneshot::channel();
-        let permit = self.permits.clone().try_acquire_owned().expect("a permit");
+        self.published += 1;
         self.command(Command::Publish(PublishCommand {
             channel,
             publish: BasicPublish {
@@ -216,7 +215,6 @@ impl Harness {
             properties: PublishProperties::default(),
             body,
             confirm: Some(confirm),
-            _permit: permit,
         }));
         rx
     }
@@ -1313,4 +1311,31 @@ async fn a_channel_close_that_waits_for_confirms_gives_up_at_its_deadline() {
         [(ch.id, "channel.close".to_string())]
     );
     assert_eq!(outcome_name(&mut confirm), "indeterminate");
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_publishes_of_a_channel_the_broker_closes_end_and_free_their_places() {
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    h.confirm_mode(ch);
+    block(&mut h);
+    let mut held: Vec<_> = (0..2).map(|_| h.publish(ch, "q", false)).collect();
+    assert_eq!(h.permits_out(), 2);
+    h.feed(
+        ch.id,
+        ChannelClose {
+            reply_code: 406,
+            reply_text: s("PRECONDITION_FAILED"),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
+    let outcomes: Vec<_> = held.iter_mut().map(outcome_name).collect();
+    assert_eq!(outcomes, ["indeterminate", "indeterminate"]);
+    assert_eq!(h.permits_out(), 0);
+    unblock(&mut h);
+    assert_eq!(
+        sent_in_order(&mut h),
+        [(ch.id, "channel.close-ok".to_string())]
+    );
 }

@@ -1,6 +1,8 @@
 //! proptest strategies for AMQP values, shared by the round-trip tests.
 
 #![allow(dead_code)]
+// Shared by the test files of this crate: `pub` here means "for them".
+#![allow(unreachable_pub)]
 
 pub mod method_strategies;
 

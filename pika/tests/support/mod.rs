@@ -1,6 +1,8 @@
 //! Helpers for pika's integration tests against the local RabbitMQ.
 
 #![allow(dead_code)]
+// Shared by the test files of this crate: `pub` here means "for them".
+#![allow(unreachable_pub)]
 
 use std::time::Duration;
 

@@ -43,6 +43,7 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 /// A TCP proxy to the broker that can stop forwarding in both directions
 /// while keeping the sockets open: the network goes silent, as when a
 /// cable is pulled or a firewall drops packets.
+#[derive(Debug)]
 pub struct FreezableProxy {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
@@ -117,6 +118,7 @@ impl Drop for FreezableProxy {
 /// Only one can run at a time on a machine (fixed name and ports): tests
 /// that use it are in the nextest test group `second-node`
 /// (`.config/nextest.toml`), which runs them one at a time.
+#[derive(Debug)]
 pub struct SecondNode {
     dir: std::path::PathBuf,
 }
