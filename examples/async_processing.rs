@@ -18,6 +18,9 @@ use std::time::Duration;
 use pika::IncomingMessage;
 use tokio::sync::mpsc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 async fn process_message(message: IncomingMessage) {
     // process(): ack when the work returns Ok, reject when it fails.
     let result = message
@@ -34,7 +37,11 @@ async fn process_message(message: IncomingMessage) {
 }
 
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let connection = pika::connect(&url).await?;
     let queue_name = "test_queue";
@@ -76,5 +83,6 @@ async fn main() -> pika::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = enough => {}
     }
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

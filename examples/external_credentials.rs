@@ -27,8 +27,15 @@
 
 use pika::{AuthMechanism, ConnectOptions, Message, TlsOptions};
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let setting =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let url = setting("AMQP_URL", "amqps://localhost:5671/");
@@ -58,5 +65,6 @@ async fn main() -> pika::Result<()> {
         println!(" [!] No queue '{routing_key}' on this broker: the message came back");
     }
 
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

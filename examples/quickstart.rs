@@ -6,11 +6,19 @@
 use futures_util::StreamExt;
 use pika::{ExchangeType, Message};
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> Result<(), pika::Error> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let connection = pika::connect(&url).await?;
-    println!("connected to {url}");
+    // The URL may hold a password: print where we are, not the URL.
+    println!("connected to {}", connection.amqp().address());
 
     // A channel with publisher confirms (the default).
     let channel = connection.channel().await?;

@@ -16,8 +16,15 @@
 
 use futures_util::StreamExt;
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let max_messages: Option<usize> = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
         .ok()
@@ -60,5 +67,6 @@ async fn main() -> pika::Result<()> {
     // Cancels the consumer; messages it had received but not yielded go
     // back to the queue.
     drop(messages);
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

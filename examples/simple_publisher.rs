@@ -13,8 +13,15 @@
 
 use pika::{Confirmation, Message};
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let connection = pika::connect(&url).await?;
 

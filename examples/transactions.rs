@@ -16,8 +16,15 @@
 
 use pika::Message;
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let connection = pika::connect(&url).await?;
     let routing_key = "test_queue";
@@ -61,5 +68,6 @@ async fn main() -> pika::Result<()> {
     tx.rollback().await?;
     println!(" [x] Rolled back 'Should be rejected'");
 
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 use pika::IncomingMessage;
 use tokio::sync::mpsc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 async fn on_message(message: IncomingMessage) {
     println!(" [x] Received message {:#?}", message.info());
     println!("Message body is: {:?}", message.body());
@@ -26,7 +29,11 @@ async fn on_message(message: IncomingMessage) {
 }
 
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     // Perform connection
     let connection = pika::connect(&url).await?;
@@ -67,5 +74,6 @@ async fn main() -> pika::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = enough => {}
     }
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

@@ -12,8 +12,15 @@
 
 use pika::Message;
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     // Perform connection
     let connection = pika::connect(&url).await?;
@@ -33,5 +40,6 @@ async fn main() -> pika::Result<()> {
     println!(" [x] Sent 'Hello World!'");
 
     // Closing the connection waits until everything was sent.
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

@@ -14,8 +14,15 @@
 
 use pika::{DeliveryMode, Message};
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     // Perform connection
     let connection = pika::connect(&url).await?;
@@ -40,5 +47,6 @@ async fn main() -> pika::Result<()> {
         .ensure_routed()?;
     println!(" [x] Sent '{message_body}'");
 
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

@@ -16,6 +16,9 @@
 use pika::{ExchangeType, IncomingMessage};
 use tokio::sync::mpsc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 async fn on_message(message: IncomingMessage) {
     let result = message
         .process()
@@ -30,7 +33,11 @@ async fn on_message(message: IncomingMessage) {
 }
 
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     // Perform connection
     let connection = pika::connect(&url).await?;
@@ -80,5 +87,6 @@ async fn main() -> pika::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = enough => {}
     }
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

@@ -20,8 +20,15 @@
 
 use pika::{DeliveryMode, ExchangeType, Message};
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     // Perform connection
     let connection = pika::connect(&url).await?;
@@ -49,5 +56,6 @@ async fn main() -> pika::Result<()> {
         println!(" [!] No queue is bound for '{routing_key}': the message was dropped");
     }
 
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

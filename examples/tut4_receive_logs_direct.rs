@@ -21,6 +21,9 @@
 use pika::{ExchangeType, IncomingMessage};
 use tokio::sync::mpsc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 async fn on_message(message: IncomingMessage) {
     let result = message
         .process()
@@ -36,7 +39,11 @@ async fn on_message(message: IncomingMessage) {
 }
 
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let severities: Vec<String> = std::env::args().skip(1).collect();
     if severities.is_empty() {
         let program = std::env::args().next().unwrap_or_default();
@@ -93,5 +100,6 @@ async fn main() -> pika::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = enough => {}
     }
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

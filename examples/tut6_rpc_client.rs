@@ -13,12 +13,20 @@
 //! The broker is `AMQP_URL` (default `amqp://guest:guest@127.0.0.1/`).
 
 use std::collections::HashMap;
-use std::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
 
 use pika::{Channel, Confirmation, Connection, IncomingMessage, Message, Queue};
 use tokio::sync::oneshot;
+
+#[path = "support/mod.rs"]
+mod support;
+
+/// How long a call waits for its response.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The requests waiting for their response, by correlation id.
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<IncomingMessage>>>>;
@@ -63,7 +71,7 @@ impl FibonacciRpcClient {
         })
     }
 
-    async fn call(&self, n: u32) -> Result<u64, Box<dyn Error>> {
+    async fn call(&self, n: u32) -> anyhow::Result<u64> {
         // Unique within this client's callback queue, which is all it takes
         // (the Python original uses a UUID).
         let correlation_id = self.next_id.fetch_add(1, Ordering::Relaxed).to_string();
@@ -83,16 +91,30 @@ impl FibonacciRpcClient {
             .publish(request, "rpc_queue")
             .await?;
         if let Confirmation::Returned(_) = confirmation {
-            return Err("no queue 'rpc_queue': start tut6_rpc_server first".into());
+            bail!("no queue 'rpc_queue': start tut6_rpc_server first");
         }
 
-        let response = response.await?;
+        // The queue exists but nobody may be serving it: do not wait forever.
+        let response = match tokio::time::timeout(RESPONSE_TIMEOUT, response).await {
+            Ok(response) => response.context("the response consumer stopped")?,
+            Err(_) => {
+                self.futures.lock().unwrap().remove(&correlation_id);
+                bail!(
+                    "no response within {RESPONSE_TIMEOUT:?}: is tut6_rpc_server running? \
+                     (the request waits in 'rpc_queue' for a server)"
+                );
+            }
+        };
         Ok(std::str::from_utf8(response.body())?.parse()?)
     }
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let n: u32 = match std::env::args().nth(1) {
         Some(arg) => arg.parse()?,
         None => 30,

@@ -18,6 +18,9 @@ use std::error::Error;
 use pika::{Exchange, IncomingMessage, Message};
 use tokio::sync::mpsc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 /// The slowest recursive implementation possible, on purpose.
 fn fib(n: u32) -> u64 {
     match n {
@@ -53,7 +56,11 @@ async fn on_message(exchange: Exchange, message: IncomingMessage) {
 }
 
 #[tokio::main]
-async fn main() -> pika::Result<()> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     // Perform connection
     let connection = pika::connect(&url).await?;
@@ -95,5 +102,6 @@ async fn main() -> pika::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = enough => {}
     }
-    connection.close().await
+    connection.close().await?;
+    Ok(())
 }

@@ -25,6 +25,9 @@ use axum::Router;
 use pika::{Connection, IncomingMessage, Message};
 use tokio::sync::{mpsc, Mutex};
 
+#[path = "support/mod.rs"]
+mod support;
+
 /// What the handlers share (Tornado's application settings and the
 /// module-level `asyncio.Queue` of the original).
 #[derive(Clone)]
@@ -64,7 +67,11 @@ async fn publish(State(state): State<AppState>, body: Bytes) -> Result<&'static 
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    support::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let connection = pika::connect(&url).await?;
 

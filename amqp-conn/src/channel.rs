@@ -21,7 +21,6 @@ use crate::message::{Confirmation, Delivery, PublishProperties};
 use crate::settlements::Refused;
 use crate::state::lock_settlements;
 
-#[derive(Debug)]
 pub(crate) struct ChannelInner {
     pub(crate) r: ChannelRef,
     pub(crate) shared: Arc<ChannelShared>,
@@ -95,6 +94,19 @@ pub(crate) fn settle(
     })
 }
 
+impl std::fmt::Debug for ChannelInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("Channel");
+        s.field("number", &self.r.id)
+            .field("connection", &self.conn.address);
+        match self.shared.closed.get().or(self.conn.closed.get()) {
+            None => s.field("state", &"open"),
+            Some(error) => s.field("state", &format_args!("closed: {error}")),
+        };
+        s.finish()
+    }
+}
+
 impl Drop for ChannelInner {
     fn drop(&mut self) {
         if self.shared.closed.get().is_none() {
@@ -112,9 +124,16 @@ impl Drop for ChannelInner {
 /// in the order they were made; publishes and acks do not wait. When the
 /// last clone is dropped (consumers hold one too), the channel is closed;
 /// the drop does not wait for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Channel {
     pub(crate) inner: Arc<ChannelInner>,
+}
+
+/// `Channel { number: 1, connection: "127.0.0.1:5672", state: "open" }`.
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
 }
 
 /// The confirm of one publish: await it for the [`Confirmation`].

@@ -219,19 +219,15 @@ pub enum ConfigError {
 }
 
 /// The URL with the password, if any, replaced by `***` (works on URLs
-/// that do not parse too).
+/// that do not parse too: a missing `:` after the scheme, no scheme).
 fn redact(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let Some(at) = url[..end].rfind('@') else {
         return url.to_string();
     };
-    let authority_end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
-        return url.to_string();
-    };
-    match url[start..at].find(':').map(|i| start + i) {
-        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
+    let user_start = url[..at].rfind('/').map_or(0, |i| i + 1);
+    match url[user_start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..user_start + colon], &url[at..]),
         None => url.to_string(),
     }
 }
@@ -712,5 +708,19 @@ mod tests {
         let c = ConnectionConfig::from_url("amqp://[::1]:5673").unwrap();
         assert_eq!(c.host, "::1");
         assert_eq!(c.address(), "[::1]:5673");
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls_that_do_not_parse() {
+        for url in [
+            "amqp//guest:s3cret@127.0.0.1:5672/",
+            "guest:s3cret@127.0.0.1",
+            "amqp:/guest:s3cret@127.0.0.1/",
+            "amqp://guest:s3cret@127.0.0.1:5672/%zz",
+        ] {
+            let redacted = redact(url);
+            assert!(!redacted.contains("s3cret"), "{url} -> {redacted}");
+            assert!(redacted.contains("127.0.0.1"), "{url} -> {redacted}");
+        }
     }
 }

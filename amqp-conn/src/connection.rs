@@ -25,8 +25,12 @@ use crate::tuning::Tuning;
 const PUBLISH_QUEUE: usize = 1024;
 
 /// What the handles of one connection share.
-#[derive(Debug)]
 pub(crate) struct ConnectionInner {
+    /// `host:port`, the virtual host and the connection name, for Debug
+    /// output and messages.
+    pub(crate) address: String,
+    pub(crate) vhost: String,
+    pub(crate) name: Option<String>,
     /// Every command, publishes included, in one queue: the order of the
     /// calls is the order the task sees.
     pub(crate) commands: mpsc::UnboundedSender<Command>,
@@ -39,6 +43,23 @@ pub(crate) struct ConnectionInner {
     pub(crate) tuning: Tuning,
     server_properties: FieldTable,
     pub(crate) max_body_size: u64,
+}
+
+impl std::fmt::Debug for ConnectionInner {
+    /// Where it goes and whether it is open: no secrets, no internals.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("Connection");
+        s.field("address", &self.address)
+            .field("vhost", &self.vhost);
+        if let Some(name) = &self.name {
+            s.field("name", name);
+        }
+        match self.closed.get() {
+            None => s.field("state", &"open"),
+            Some(error) => s.field("state", &format_args!("closed: {error}")),
+        };
+        s.finish()
+    }
 }
 
 impl ConnectionInner {
@@ -87,9 +108,16 @@ impl Drop for ConnectionInner {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connection {
     pub(crate) inner: Arc<ConnectionInner>,
+}
+
+/// `Connection { address: "127.0.0.1:5672", vhost: "/", state: "open" }`.
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
 }
 
 impl Connection {
@@ -102,7 +130,14 @@ impl Connection {
     pub async fn open(config: ConnectionConfig) -> Result<Connection> {
         config.validate()?;
         let span = tracing::info_span!("amqp_connection", address = %config.address(), vhost = %config.vhost);
-        Self::open_in(config, span.clone()).instrument(span).await
+        let opened = Self::open_in(config, span.clone())
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &opened {
+            // The address is in the span; the error never holds a password.
+            span.in_scope(|| tracing::warn!(%error, "could not open the connection"));
+        }
+        opened
     }
 
     async fn open_in(config: ConnectionConfig, span: tracing::Span) -> Result<Connection> {
@@ -151,6 +186,9 @@ impl Connection {
         );
         Ok(Connection {
             inner: Arc::new(ConnectionInner {
+                address,
+                vhost: config.vhost.clone(),
+                name: config.connection_name.clone(),
                 commands: commands_tx,
                 publish_permits,
                 events,
@@ -230,6 +268,16 @@ impl Connection {
     /// True once the connection task has ended.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.get().is_some() || self.inner.commands.is_closed()
+    }
+
+    /// The broker's `host:port` (never the credentials).
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The virtual host.
+    pub fn vhost(&self) -> &str {
+        &self.inner.vhost
     }
 
     /// The negotiated limits.

@@ -32,8 +32,10 @@ use crate::transport::Transport;
 /// Read buffer: room reserved before each read.
 const READ_RESERVE: usize = 64 * 1024;
 /// How many commands (publishes included) one turn takes before it reads
-/// and writes.
-const COMMAND_BATCH: usize = 256;
+/// and writes. Large enough to take every publish in flight (at most
+/// 1,024) in one turn, so a burst of small publishes goes out in a few
+/// large writes rather than one write per few hundred messages.
+const COMMAND_BATCH: usize = 4096;
 
 /// Runs the handshake on a fresh transport.
 pub(crate) async fn handshake(
@@ -373,7 +375,17 @@ pub(crate) fn spawn(driver: Driver, closed: Arc<std::sync::OnceLock<Error>>, spa
     tokio::spawn(
         async move {
             let error = driver.run().await;
-            tracing::info!(%error, "connection closed");
+            let normal = matches!(
+                &error,
+                Error::ConnectionClosed(reason)
+                    if reason.initiator == crate::error::Initiator::Client
+                        && reason.code == amqp_wire::ReplyCode::REPLY_SUCCESS
+            );
+            if normal {
+                tracing::debug!("connection closed by the application");
+            } else {
+                tracing::warn!(%error, "connection closed");
+            }
             let _ = closed.set(error);
         }
         .instrument(span),

@@ -121,8 +121,9 @@ pub enum Error {
     /// The configuration or URL is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The TCP connection could not be made.
-    #[error("could not connect to {address}: {source}; is the broker running and reachable?")]
+    /// The TCP connection could not be made. The I/O error is the
+    /// [`source`](std::error::Error::source).
+    #[error("could not connect to {address}; is the broker running and reachable?")]
     Connect {
         /// `host:port`.
         address: String,
@@ -141,7 +142,8 @@ pub enum Error {
     },
     /// The TLS handshake failed (certificate not trusted, wrong host
     /// name, client certificate refused, ...).
-    #[error("TLS handshake with {address} failed: {source}")]
+    /// The TLS error is the [`source`](std::error::Error::source).
+    #[error("TLS handshake with {address} failed; check the CA, the host name and the client certificate")]
     Tls {
         /// `host:port`.
         address: String,
@@ -165,6 +167,15 @@ pub enum Error {
         mechanism: &'static str,
         /// What the broker offers.
         offered: String,
+    },
+    /// The broker refused to open the virtual host (it does not exist, or
+    /// the user has no permissions on it).
+    #[error("the broker refused virtual host '{vhost}' ({reason}); create it (rabbitmqctl add_vhost) and give the user permissions, or fix the URL's path: the default vhost '/' is written %2f, as in amqp://host/%2f")]
+    VhostRefused {
+        /// The virtual host asked for.
+        vhost: String,
+        /// The broker's close.
+        reason: CloseReason,
     },
     /// The peer does not speak AMQP 0-9-1.
     #[error("the server does not speak AMQP 0-9-1: it answered with protocol header {0:?}")]
@@ -269,7 +280,9 @@ impl Error {
     /// The close reason of a channel or connection close.
     pub fn close_reason(&self) -> Option<&CloseReason> {
         match self {
-            Error::ConnectionClosed(reason) | Error::ChannelClosed { reason, .. } => Some(reason),
+            Error::ConnectionClosed(reason)
+            | Error::ChannelClosed { reason, .. }
+            | Error::VhostRefused { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -279,7 +292,11 @@ impl Error {
         matches!(self, Error::ChannelClosed { .. })
     }
 
-    /// True when the connection is gone (a robust layer would reconnect).
+    /// True when the connection is gone or could not be made over the
+    /// network (a robust layer would reconnect): closed, lost, silent,
+    /// broken by a protocol error, refused at TCP or TLS, or timed out
+    /// while opening. A refused login or virtual host is not: trying again
+    /// changes nothing.
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
@@ -288,6 +305,9 @@ impl Error {
                 | Error::HeartbeatTimeout { .. }
                 | Error::Decode(_)
                 | Error::UnexpectedFrame { .. }
+                | Error::Connect { .. }
+                | Error::ConnectTimeout { .. }
+                | Error::Tls { .. }
         )
     }
 

@@ -221,13 +221,20 @@ impl<'a> Handshake<'a> {
         if self.stage == Stage::AwaitTune && code == ReplyCode::ACCESS_REFUSED {
             return self.auth_failed(close.reply_text.to_string());
         }
-        Error::ConnectionClosed(CloseReason {
+        let reason = CloseReason {
             code,
             text: close.reply_text.to_string(),
             class_id: close.class_id,
             method_id: close.method_id,
             initiator: Initiator::Broker,
-        })
+        };
+        if self.stage == Stage::AwaitOpenOk && code == ReplyCode::NOT_ALLOWED {
+            return Error::VhostRefused {
+                vhost: self.config.vhost.clone(),
+                reason,
+            };
+        }
+        Error::ConnectionClosed(reason)
     }
 
     fn auth_failed(&self, reason: String) -> Error {

@@ -24,6 +24,27 @@
 //! # }
 //! ```
 //!
+//! ## Logging
+//! With a [`tracing`](https://docs.rs/tracing) subscriber, amqp-conn logs
+//! in two spans: `amqp_connection{address, vhost}` (info) around the
+//! connection task and its opening, and `amqp_channel{channel}` (debug)
+//! inside it for what concerns one channel. Its events, by level:
+//! - error: `closing the connection after a protocol error` (the broker
+//!   sent something invalid).
+//! - warn: `could not open the connection` (with the error), `connection
+//!   closed` (any end but the application's normal close, which is a
+//!   debug event), `the broker closed the connection`, `missed heartbeats:
+//!   the broker is unreachable`, `delivery for an unknown consumer
+//!   dropped`, and TLS with `dangerous_accept_invalid_certs`.
+//! - info: `connection open` (with the negotiated limits), `the broker
+//!   blocked the connection` / `unblocked`, `the broker closed a channel`,
+//!   `the broker cancelled a consumer`.
+//! - debug: each synchronous `request` and its `reply` (method names).
+//! - trace: every `frame in`, `sending heartbeat`.
+//!
+//! So `RUST_LOG=amqp_conn=info` shows a connection's life without its
+//! traffic; `amqp_conn=debug` adds every request and reply.
+//!
 //! ## Inside
 //! - `state/`: the protocol state without I/O (frames and commands in,
 //!   frames out), unit-tested with paused time.

@@ -122,6 +122,11 @@ pub enum Confirmation {
     /// The channel or connection closed before the broker answered: the
     /// message may or may not have been taken. The error says why.
     Indeterminate(Error),
+    /// The broker refused the message and closed the channel because of
+    /// it (a close in reply to `basic.publish` naming its exchange: 404 no
+    /// such exchange, 403 access refused): it was not delivered. The
+    /// error carries the broker's reason.
+    Refused(Error),
     /// The channel is not in confirm mode: nothing will be confirmed.
     NotConfirmed,
 }

@@ -238,10 +238,18 @@ impl TlsOptions {
 /// A connection to the broker.
 ///
 /// Cheap to clone. Dropping the last clone (and the last channel) closes
-/// the connection with code 200, without waiting.
-#[derive(Debug, Clone)]
+/// the connection with code 200, without waiting. Its Debug output says
+/// where it goes and whether it is open, never the credentials:
+/// `Connection { address: "127.0.0.1:5672", vhost: "/", state: "open" }`.
+#[derive(Clone)]
 pub struct Connection {
     pub(crate) inner: amqp_conn::Connection,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
 }
 
 impl Connection {

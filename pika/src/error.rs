@@ -45,10 +45,18 @@ pub enum Error {
         /// The routing key it was published with.
         routing_key: String,
     },
+    /// The broker refused the publish and closed the channel because of
+    /// it (404: no such exchange; 403: no permission on it): the message
+    /// was not delivered. Open a new channel to go on.
+    #[error("the broker refused the publish and closed the channel")]
+    PublishRefused(#[source] amqp_conn::Error),
     /// The channel or connection closed before the broker confirmed the
-    /// publish: the message may or may not have been taken.
-    #[error("publish not confirmed before the channel closed, the message may or may not have arrived: {0}")]
-    Indeterminate(amqp_conn::Error),
+    /// publish: the message may or may not have been taken. The close is
+    /// the [`source`](std::error::Error::source).
+    #[error(
+        "publish not confirmed before the channel closed: the message may or may not have arrived"
+    )]
+    Indeterminate(#[source] amqp_conn::Error),
     /// The message was already acked, nacked or rejected (alone, or
     /// covered by an ack or nack with `multiple`): doing it again would
     /// make the broker close the channel (406), so it is refused here and
@@ -90,7 +98,7 @@ impl Error {
     /// The broker's reply code, when the broker refused something.
     pub fn reply_code(&self) -> Option<ReplyCode> {
         match self {
-            Error::Amqp(e) | Error::Indeterminate(e) => e.reply_code(),
+            Error::Amqp(e) | Error::Indeterminate(e) | Error::PublishRefused(e) => e.reply_code(),
             Error::DeliveryError(returned) => Some(returned.reply_code),
             _ => None,
         }
@@ -99,15 +107,34 @@ impl Error {
     /// The broker's reply text, when the broker refused something.
     pub fn reply_text(&self) -> Option<&str> {
         match self {
-            Error::Amqp(e) | Error::Indeterminate(e) => e.close_reason().map(|r| r.text.as_str()),
+            Error::Amqp(e) | Error::Indeterminate(e) | Error::PublishRefused(e) => {
+                e.close_reason().map(|r| r.text.as_str())
+            }
             Error::DeliveryError(returned) => Some(&returned.reply_text),
             _ => None,
         }
     }
 
-    /// True when only a channel closed and the connection is usable.
+    /// True when only a channel closed and the connection is usable
+    /// (including a publish the broker refused, or one whose channel
+    /// closed before its confirm).
     pub fn is_channel_error(&self) -> bool {
-        matches!(self, Error::Amqp(e) if e.is_channel_error())
+        match self {
+            Error::Amqp(e) | Error::Indeterminate(e) | Error::PublishRefused(e) => {
+                e.is_channel_error()
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the connection is gone (closed by the broker, the socket
+    /// lost, heartbeats missed, a protocol error): open a new one (or let
+    /// a robust connection reconnect).
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            Error::Amqp(e) | Error::Indeterminate(e) => e.is_connection_error(),
+            _ => false,
+        }
     }
 
     /// True when an operation gave up waiting.

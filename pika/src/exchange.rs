@@ -501,6 +501,7 @@ impl Future for PendingConfirmation {
                 }
             }
             Outcome::Indeterminate(error) => Err(Error::Indeterminate(error)),
+            Outcome::Refused(error) => Err(Error::PublishRefused(error)),
             // A later kind of outcome: never taken for success.
             _ => Err(Error::Indeterminate(amqp_conn::Error::ConnectionClosed(
                 amqp_conn::CloseReason::library(

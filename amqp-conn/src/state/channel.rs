@@ -103,6 +103,9 @@ pub(crate) struct ChannelState {
     held: VecDeque<Command>,
     /// How many of `held` are publishes.
     held_publishes: usize,
+    /// `amqp_channel{channel}`, inside the connection's span: what is
+    /// logged about this channel is logged in it.
+    span: tracing::Span,
 }
 
 impl ChannelState {
@@ -120,6 +123,7 @@ impl ChannelState {
             max_body_size,
             held: VecDeque::new(),
             held_publishes: 0,
+            span: tracing::debug_span!("amqp_channel", channel = r.id),
         }
     }
 
@@ -187,6 +191,8 @@ impl ChannelState {
     /// Queues a synchronous request; it goes out when the ones before it
     /// are answered.
     pub(crate) fn call(&mut self, method: Method, reply: Reply, out: &mut WriteQueue) {
+        let span = self.span.clone();
+        let _in_channel = span.enter();
         if matches!(
             self.phase,
             ChannelPhase::Closing { .. } | ChannelPhase::Draining { .. }
@@ -335,7 +341,7 @@ impl ChannelState {
                 let mandatory = publish
                     .mandatory
                     .then(|| (publish.exchange.clone(), publish.routing_key.clone()));
-                tracker.publish(mandatory, confirm);
+                tracker.publish(publish.exchange.clone(), mandatory, confirm);
             }
             None => {
                 if let Some(confirm) = confirm {
@@ -381,6 +387,8 @@ impl ChannelState {
         out: &mut WriteQueue,
         stall: &mut Option<Stall>,
     ) -> Result<FrameOutcome> {
+        let span = self.span.clone();
+        let _in_channel = span.enter();
         let closing = matches!(self.phase, ChannelPhase::Closing { .. });
         match frame {
             Frame::Method {

@@ -21,6 +21,8 @@ use crate::message::{Confirmation, ReturnedMessage};
 #[derive(Debug)]
 struct Pending {
     seq: u64,
+    /// The exchange it went to: a close that names it refused it.
+    exchange: ShortString,
     /// Exchange and routing key of a mandatory publish, to match returns.
     mandatory: Option<(ShortString, ShortString)>,
     reply: Option<oneshot::Sender<Confirmation>>,
@@ -59,6 +61,7 @@ impl ConfirmTracker {
     /// Records a publish; returns its sequence number.
     pub(crate) fn publish(
         &mut self,
+        exchange: ShortString,
         mandatory: Option<(ShortString, ShortString)>,
         reply: Option<oneshot::Sender<Confirmation>>,
     ) -> u64 {
@@ -66,6 +69,7 @@ impl ConfirmTracker {
         self.next_seq += 1;
         self.pending.push_back(Pending {
             seq,
+            exchange,
             mandatory,
             reply,
         });
@@ -113,13 +117,38 @@ impl ConfirmTracker {
     }
 
     /// The channel or connection closed: every unconfirmed publish ends
-    /// as indeterminate.
+    /// as indeterminate, except those the close says the broker refused
+    /// (a close in reply to `basic.publish` that names their exchange,
+    /// such as 404 "no exchange 'x'" or 403 "access to exchange 'x'").
     pub(crate) fn fail_all(&mut self, error: &Error) {
+        let refused = refused_exchange(error);
         for pending in self.pending.drain(..) {
-            resolve(pending.reply, Confirmation::Indeterminate(error.clone()));
+            let outcome = match refused {
+                Some(name) if pending.exchange.as_bytes() == name.as_bytes() => {
+                    Confirmation::Refused(error.clone())
+                }
+                _ => Confirmation::Indeterminate(error.clone()),
+            };
+            resolve(pending.reply, outcome);
         }
         self.returns.clear();
     }
+}
+
+/// The exchange a broker's channel close in reply to `basic.publish`
+/// names (`... exchange 'NAME' ...`), if it is one.
+fn refused_exchange(error: &Error) -> Option<&str> {
+    let Error::ChannelClosed { reason, .. } = error else {
+        return None;
+    };
+    if reason.initiator != crate::error::Initiator::Broker
+        || reason.method_name() != Some("basic.publish")
+    {
+        return None;
+    }
+    let start = reason.text.find("exchange '")? + "exchange '".len();
+    let len = reason.text[start..].find('\'')?;
+    Some(&reason.text[start..start + len])
 }
 
 #[cfg(test)]
@@ -135,7 +164,7 @@ mod tests {
 
     fn publish(t: &mut ConfirmTracker, mandatory: bool) -> oneshot::Receiver<Confirmation> {
         let (tx, rx) = oneshot::channel();
-        t.publish(mandatory.then(|| (s("ex"), s("rk"))), Some(tx));
+        t.publish(s("ex"), mandatory.then(|| (s("ex"), s("rk"))), Some(tx));
         rx
     }
 
@@ -145,6 +174,7 @@ mod tests {
             Confirmation::Nack => "nack",
             Confirmation::Returned(_) => "returned",
             Confirmation::Indeterminate(_) => "indeterminate",
+            Confirmation::Refused(_) => "refused",
             Confirmation::NotConfirmed => "not confirmed",
         })
     }
@@ -237,5 +267,28 @@ mod tests {
             [Some("ack"), Some("indeterminate"), Some("indeterminate")]
         );
         assert_eq!(t.unconfirmed(), 0);
+    }
+
+    #[test]
+    fn a_close_in_reply_to_a_publish_refuses_the_publishes_to_the_exchange_it_names() {
+        let mut t = ConfirmTracker::new();
+        let (tx_ok, mut ok) = oneshot::channel();
+        t.publish(s("logs"), None, Some(tx_ok));
+        let (tx_bad, mut bad) = oneshot::channel();
+        t.publish(s("missing"), None, Some(tx_bad));
+        let close = Error::ChannelClosed {
+            channel: 1,
+            reason: crate::error::CloseReason {
+                code: ReplyCode::NOT_FOUND,
+                text: "NOT_FOUND - no exchange 'missing' in vhost '/'".into(),
+                class_id: 60,
+                method_id: 40,
+                initiator: crate::error::Initiator::Broker,
+            },
+        };
+        t.fail_all(&close);
+        assert_eq!(outcome(&mut bad), Some("refused"));
+        // Sent before it to another exchange: it may have arrived.
+        assert_eq!(outcome(&mut ok), Some("indeterminate"));
     }
 }

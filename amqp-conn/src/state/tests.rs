@@ -273,6 +273,7 @@ fn outcome_name(rx: &mut oneshot::Receiver<Confirmation>) -> &'static str {
         Ok(Confirmation::Returned(_)) => "returned",
         Ok(Confirmation::Indeterminate(_)) => "indeterminate",
         Ok(Confirmation::NotConfirmed) => "not confirmed",
+        Ok(Confirmation::Refused(_)) => "refused",
         Err(_) => "pending",
     }
 }

@@ -1,0 +1,81 @@
+//! Errors a person reads: what the broker refused is said to be refused,
+//! the predicates users reach for, Debug output without internals or
+//! secrets.
+
+mod support;
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use pika::{Error, Message, ReplyCode};
+use support::*;
+
+#[tokio::test]
+async fn a_publish_to_a_missing_exchange_is_refused_and_a_channel_error() {
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    // The exchange is deleted under the application's feet.
+    let name = unique("gone");
+    let exchange = channel.declare_exchange(&name).await.unwrap();
+    exchange.delete().await.unwrap();
+    let err = exchange
+        .publish(Message::new("lost"), "key")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PublishRefused(_)), "{err:?}");
+    assert!(err.is_channel_error());
+    assert!(!err.is_connection_error());
+    assert_eq!(err.reply_code(), Some(ReplyCode::NOT_FOUND));
+    let chain = format!("{err}: {}", err.source().expect("the broker's close"));
+    assert!(chain.contains("refused"), "{chain}");
+    assert!(chain.contains(&name), "{chain}");
+    assert!(!chain.contains("may or may not"), "{chain}");
+    assert!(channel.is_closed());
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn predicates_say_what_kind_of_error_it_is() {
+    let connection = connect().await;
+    let channel = connection
+        .channel()
+        .operation_timeout(Duration::from_millis(1))
+        .await
+        .unwrap();
+    // Far too short a timeout for a declare.
+    let err = channel
+        .declare_queue(&unique("slow"))
+        .exclusive(true)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(!err.is_channel_error());
+    let err = pika::connect("amqp://guest:guest@127.0.0.1:1/")
+        .await
+        .unwrap_err();
+    assert!(err.is_connection_error(), "{err}");
+    assert!(err.source().is_some(), "the I/O error is the source: {err}");
+    assert!(
+        !err.to_string().contains("os error"),
+        "Display and source() must not both carry the cause: {err}"
+    );
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_and_channel_debug_output_is_short_and_has_no_secrets() {
+    let connection = pika::connect(&url()).await.unwrap();
+    let channel = connection.channel().await.unwrap();
+    let connection_debug = format!("{connection:?}");
+    let channel_debug = format!("{channel:?}");
+    for debug in [&connection_debug, &channel_debug] {
+        assert!(debug.contains("127.0.0.1:5672"), "{debug}");
+        assert!(!debug.contains("guest"), "{debug}");
+        assert!(!debug.contains("Semaphore"), "{debug}");
+        assert!(!debug.contains("0x"), "{debug}");
+        assert!(debug.len() < 300, "{} bytes: {debug}", debug.len());
+    }
+    assert!(connection_debug.contains("open"), "{connection_debug}");
+    connection.close().await.unwrap();
+    assert!(format!("{connection:?}").contains("closed"));
+}
