@@ -83,3 +83,8 @@ pub use error::{CloseReason, Error, Initiator, Result};
 pub use events::ConnectionEvent;
 pub use message::{Confirmation, Delivery, PublishProperties, ReturnedMessage};
 pub use tuning::Tuning;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -96,3 +96,8 @@ pub fn decode_field_table(bytes: &bytes::Bytes) -> Result<FieldTable, DecodeErro
 pub fn encode_field_table<B: bytes::BufMut>(buf: &mut B, table: &FieldTable) {
     put::table(buf, table);
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

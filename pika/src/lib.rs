@@ -83,3 +83,8 @@ pub use transaction::{Transaction, TransactionScope};
 pub use amqp_conn;
 /// The codec pika is built on.
 pub use amqp_wire;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
