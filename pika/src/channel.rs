@@ -338,7 +338,10 @@ impl<'a> DeclareQueue<'a> {
         auto_delete,
     }
 
-    /// An argument, such as `x-max-length` or `x-queue-type`.
+    /// An argument, such as `x-max-length` or `x-queue-type`: for those
+    /// RabbitMQ defines, the typed setters ([`queue_type`](Self::queue_type),
+    /// [`max_length`](Self::max_length), ...) write the broker's name and
+    /// value type for you.
     pub fn argument(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
         match short("argument name", key) {
             Ok(key) => self.arguments.insert(key, value),
@@ -349,7 +352,7 @@ impl<'a> DeclareQueue<'a> {
         self
     }
 
-    /// All arguments at once.
+    /// All arguments at once (replacing those set before).
     pub fn arguments(mut self, arguments: FieldTable) -> Self {
         self.arguments = arguments;
         self
@@ -358,6 +361,12 @@ impl<'a> DeclareQueue<'a> {
     /// Give up after this long.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Records the first invalid argument, reported when awaited.
+    pub(crate) fn invalid(mut self, error: Error) -> Self {
+        self.invalid.get_or_insert(error);
         self
     }
 

@@ -84,6 +84,15 @@ pub enum Error {
     /// Transactions and publisher confirms exclude each other on a channel.
     #[error("transactions are not possible on a channel with publisher confirms: open it with publisher_confirms(false)")]
     TransactionWithConfirms,
+    /// A header of a received message is not in the form the broker
+    /// writes it (see [`IncomingMessage::x_death`](crate::IncomingMessage::x_death)).
+    #[error("the {header} header is not as RabbitMQ writes it: {problem}")]
+    MalformedHeader {
+        /// Which header.
+        header: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// An argument is invalid (a name longer than 255 bytes, ...).
     #[error("invalid {what}: {reason}")]
     InvalidArgument {

@@ -61,6 +61,23 @@ impl IncomingMessage {
         self.properties().headers.clone().unwrap_or_default()
     }
 
+    /// Stream queues: this message's offset in the stream (the
+    /// `x-stream-offset` header). Resume after it with
+    /// [`StreamOffset::Offset`](crate::StreamOffset::Offset)`(offset + 1)`.
+    pub fn stream_offset(&self) -> Option<u64> {
+        crate::arguments::parse_stream_offset(self.properties().headers.as_ref())
+    }
+
+    /// Why and where this message was dead-lettered: the `x-death` header,
+    /// newest entry first; empty when it never was.
+    ///
+    /// # Errors
+    /// [`Error::MalformedHeader`] when the header is there but not as
+    /// RabbitMQ writes it (someone else set it).
+    pub fn x_death(&self) -> Result<Vec<crate::XDeath>> {
+        crate::arguments::parse_x_death(self.properties().headers.as_ref())
+    }
+
     /// The content type.
     pub fn content_type(&self) -> Option<&str> {
         self.properties().content_type.as_deref()

@@ -55,6 +55,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod arguments;
 mod builder;
 mod channel;
 mod connection;
@@ -67,6 +68,7 @@ mod transaction;
 
 pub use amqp_conn::{AuthMechanism, ConnectionEvent};
 pub use amqp_wire::{BasicProperties, FieldTable, FieldValue, ReplyCode};
+pub use arguments::{DeathReason, Overflow, QueueType, StreamOffset, XDeath};
 pub use channel::{Channel, DeclareExchange, DeclareQueue, SetQos};
 pub use connection::{connect, connect_with, ConnectOptions, Connection, OpenChannel, TlsOptions};
 pub use error::{Error, Result};

@@ -158,6 +158,8 @@ impl Queue {
     /// Deletes the queue. aio-pika's defaults: only if unused and empty
     /// (a queue with consumers or messages is refused with 406, which
     /// closes the channel); set both to `false` to delete regardless.
+    /// Quorum queues refuse `if_unused` with 540 NOT_IMPLEMENTED, which
+    /// closes the connection: delete them with `.if_unused(false)`.
     pub fn delete(&self) -> Delete<'_> {
         Delete {
             queue: self,
@@ -248,6 +250,24 @@ macro_rules! consume_setters {
                 }
             }
             self
+        }
+
+        /// The consumer's priority (`x-priority`): while it has room
+        /// (prefetch), it gets messages before consumers of lower priority.
+        pub fn priority(self, priority: i32) -> Self {
+            self.argument("x-priority", crate::arguments::consumer_priority(priority))
+        }
+
+        /// Stream queues: where to start reading (`x-stream-offset`). The
+        /// channel needs a prefetch limit and the consumer manual acks.
+        pub fn stream_offset(mut self, offset: crate::arguments::StreamOffset) -> Self {
+            match crate::arguments::stream_offset(offset) {
+                Ok(value) => self.argument("x-stream-offset", value),
+                Err(error) => {
+                    self.options.invalid.get_or_insert(error);
+                    self
+                }
+            }
         }
 
         /// Use this consumer tag instead of one chosen by the broker.
