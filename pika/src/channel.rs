@@ -161,6 +161,17 @@ impl Channel {
         self.declare_queue(name).passive(true).await
     }
 
+    /// A handle to the queue `name` without declaring it (aio-pika's
+    /// `get_queue(name, ensure=False)`): for queues that exist by other
+    /// means, such as RabbitMQ's `amq.rabbitmq.reply-to`. Operations on
+    /// it fail with 404 if the queue does not exist.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name longer than 255 bytes.
+    pub fn queue_handle(&self, name: &str) -> Result<Queue> {
+        Ok(Queue::new(self.clone(), short("queue name", name)?, 0, 0))
+    }
+
     /// Limits unacknowledged deliveries (`basic.qos`).
     ///
     /// ```no_run

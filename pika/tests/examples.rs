@@ -11,201 +11,31 @@
 //! the same time on one broker would still collide.
 
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pika::amqp_wire::{ExchangeDelete, QueueDelete};
 use pika::{Message, ReplyCode};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-/// How long an example may take to print a line or to exit.
-const TIMEOUT: Duration = Duration::from_secs(30);
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
 
 /// One test at a time: the examples share queue and exchange names.
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+use pika_test_support::example_runner::{self, Example, TIMEOUT};
+
+/// The folder of pika's example binaries, built on first use.
+fn examples_dir() -> PathBuf {
+    example_runner::examples_dir("pika")
+}
+
+/// Starts pika's example `name` (see [`example_runner::start`]).
+fn start(name: &str, args: &[&str], max_messages: Option<usize>) -> Example {
+    example_runner::start("pika", name, args, max_messages)
+}
+
 fn url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into())
-}
-
-/// The folder of the example binaries, built on first use.
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // This test is target/<profile>/deps/examples-<hash>.
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => panic!("unexpected test binary path {}", exe.display()),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // One job: the examples are small and the machine may be shared.
-        let output = std::process::Command::new(cargo)
-            .args(["build", "-q", "-j", "1", "-p", "pika", "--examples"])
-            .args(["--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("run cargo build");
-        assert!(
-            output.status.success(),
-            "cargo build --examples failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        profile_dir.join("examples")
-    })
-}
-
-/// A running example. Killed when dropped (`kill_on_drop`), so that a
-/// failed test leaves nothing behind.
-struct Example {
-    name: String,
-    child: Child,
-    /// Its stdout, line by line, read by a task.
-    lines: mpsc::UnboundedReceiver<String>,
-    /// Its stderr, all of it once it exits.
-    stderr: Option<JoinHandle<String>>,
-    /// The stdout lines read so far.
-    seen: Vec<String>,
-}
-
-/// Starts example `name` with `args`, and `PIKA_EXAMPLE_MAX_MESSAGES` when
-/// `max_messages` is given.
-fn start(name: &str, args: &[&str], max_messages: Option<usize>) -> Example {
-    let mut command = Command::new(examples_dir().join(name));
-    command
-        .args(args)
-        .env("AMQP_URL", url())
-        .env_remove("PIKA_EXAMPLE_MAX_MESSAGES")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(max) = max_messages {
-        command.env("PIKA_EXAMPLE_MAX_MESSAGES", max.to_string());
-    }
-    start_command(name, command)
-}
-
-fn start_command(name: &str, mut command: Command) -> Example {
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("start example {name}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (sender, lines) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-    Example {
-        name: name.to_string(),
-        child,
-        lines,
-        stderr: Some(stderr),
-        seen: Vec::new(),
-    }
-}
-
-impl Example {
-    /// The next stdout line; `None` once stdout is closed.
-    async fn next_line(&mut self) -> Option<String> {
-        let line = self.lines.recv().await?;
-        self.seen.push(line.clone());
-        Some(line)
-    }
-
-    /// Reads stdout until a line contains `text`; returns that line.
-    async fn wait_for(&mut self, text: &str) -> String {
-        let found = tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = self.next_line().await {
-                if line.contains(text) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            Ok(None) => {
-                let stderr = self.take_stderr().await;
-                panic!(
-                    "{} exited without printing {text:?}; stdout:\n{}\nstderr:\n{stderr}",
-                    self.name,
-                    self.seen.join("\n"),
-                )
-            }
-            Err(_) => panic!(
-                "{} did not print {text:?} within {TIMEOUT:?}; stdout:\n{}",
-                self.name,
-                self.seen.join("\n")
-            ),
-        }
-    }
-
-    async fn take_stderr(&mut self) -> String {
-        match self.stderr.take() {
-            Some(task) => tokio::time::timeout(Duration::from_secs(2), task)
-                .await
-                .map(|text| text.unwrap_or_default())
-                .unwrap_or_else(|_| "(still open)".into()),
-            None => String::new(),
-        }
-    }
-
-    /// Waits for the exit; returns the status, all stdout and stderr.
-    async fn exit(mut self) -> (ExitStatus, String, String) {
-        let status = match tokio::time::timeout(TIMEOUT, self.child.wait()).await {
-            Ok(status) => status.expect("wait for the example"),
-            Err(_) => panic!(
-                "{} did not exit within {TIMEOUT:?}; stdout so far:\n{}",
-                self.name,
-                self.seen.join("\n")
-            ),
-        };
-        while self.next_line().await.is_some() {}
-        let stderr = self.take_stderr().await;
-        (status, self.seen.join("\n"), stderr)
-    }
-
-    /// Waits for a successful exit; returns all stdout.
-    async fn finish(self) -> String {
-        let name = self.name.clone();
-        let (status, stdout, stderr) = self.exit().await;
-        assert!(
-            status.success(),
-            "{name} failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        stdout
-    }
-
-    /// Sends SIGINT, as Ctrl-C in a terminal does.
-    fn interrupt(&self) {
-        let pid = self.child.id().expect("the example is running");
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -INT {pid}");
-    }
 }
 
 /// Runs example `name` to its successful end; returns its stdout.
@@ -690,7 +520,7 @@ async fn web_axum_publishes_and_subscribes() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut app = start_command("web_axum", command);
+    let mut app = example_runner::start_command("web_axum", command);
     app.wait_for(&format!("Listening on http://127.0.0.1:{port}"))
         .await;
 
@@ -752,7 +582,7 @@ async fn external_credentials_logs_in_with_the_client_certificate() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let stdout = start_command("external_credentials", command)
+    let stdout = example_runner::start_command("external_credentials", command)
         .finish()
         .await;
     assert!(stdout.contains(" [x] Sent 'Hello test_queue'"), "{stdout}");

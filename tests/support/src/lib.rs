@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests of the workspace.
 
+pub mod example_runner;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
