@@ -123,6 +123,8 @@ pub enum ClientKind {
     Amqprs,
     /// A minimal client on amqp-wire over a bare socket: the broker's limit.
     Raw,
+    /// pika-patterns' `Rpc` (the rpc scenario only).
+    PikaPatterns,
 }
 
 impl ClientKind {
@@ -133,6 +135,7 @@ impl ClientKind {
             ClientKind::Lapin => "lapin",
             ClientKind::Amqprs => "amqprs",
             ClientKind::Raw => "raw",
+            ClientKind::PikaPatterns => "pika-patterns",
         }
     }
 }

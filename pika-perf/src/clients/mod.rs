@@ -6,6 +6,7 @@ pub mod amqprs;
 #[cfg(feature = "lapin")]
 pub mod lapin;
 pub mod pika;
+pub mod pika_patterns;
 pub mod raw;
 
 use crate::scenario::{ClientKind, Measured, ScenarioConfig};
@@ -16,6 +17,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
     match config.client {
         ClientKind::Pika => pika::run(config).await,
         ClientKind::Raw => raw::run(config).await,
+        ClientKind::PikaPatterns => pika_patterns::run(config).await,
         #[cfg(feature = "lapin")]
         ClientKind::Lapin => lapin::run(config).await,
         #[cfg(feature = "amqprs")]
