@@ -166,7 +166,7 @@ async fn a_closed_channel_given_back_is_replaced() {
     assert_eq!(channels.status().size, 1, "the closed one is gone");
     let queue = channel
         .declare_queue(&unique("pool-channel"))
-        .auto_delete(true)
+        .exclusive(true)
         .await
         .unwrap();
     drop(queue);
@@ -239,7 +239,7 @@ async fn a_connection_closed_by_the_broker_is_replaced() {
     let queue_name = unique("pool-after-close");
     let queue = channel
         .declare_queue(&queue_name)
-        .auto_delete(true)
+        .exclusive(true)
         .await
         .unwrap();
     channel
