@@ -9,6 +9,9 @@
 //! - [`Rpc`]: remote procedure calls with typed arguments and replies,
 //!   replies over RabbitMQ's direct reply-to; a handler's error comes
 //!   back to the caller as [`PatternError::Remote`].
+//! - [`Pool`]: pools of connections and channels (aio-pika's `Pool`), on
+//!   deadpool; a closed connection or channel is replaced, never handed
+//!   out.
 //! - [`Serializer`]: the payload format, JSON ([`Json`]) unless you give
 //!   another; the content type is set on every message and checked on
 //!   receipt.
@@ -23,12 +26,14 @@
 
 mod error;
 mod master;
+mod pool;
 mod queue_options;
 mod rpc;
 mod serializer;
 
 pub use error::PatternError;
 pub use master::{Master, NackMessage, RejectMessage, TaskError, Worker};
+pub use pool::*;
 pub use queue_options::QueueOptions;
 pub use rpc::{Call, ReplyQueue, Rpc, DIRECT_REPLY_TO};
 pub use serializer::{Json, SerializeError, Serializer};
