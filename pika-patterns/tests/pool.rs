@@ -4,7 +4,7 @@
 
 use std::error::Error as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pika::{Channel, ConnectOptions, Connection, Message};
@@ -350,69 +350,9 @@ async fn a_failed_connect_is_a_create_error_with_the_pika_error_as_source() {
     assert!(matches!(error, PoolError::Create(_)), "{error:?}");
 }
 
-#[test]
-fn an_invalid_url_fails_at_once() {
-    let error = ConnectionPool::from_url("http://nowhere/", 2).unwrap_err();
-    assert!(!error.to_string().is_empty());
-}
-
-/// The `connection_pool` example, built once with `cargo build -p
-/// pika-patterns --examples` into this test's target folder.
-fn example_binary() -> &'static std::path::Path {
-    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        // This test is target/<profile>/deps/pool-<hash>.
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => panic!("unexpected test binary path {}", exe.display()),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args([
-                "build",
-                "-q",
-                "-j",
-                "1",
-                "-p",
-                "pika-patterns",
-                "--examples",
-            ])
-            .args(["--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // What cargo sets for this test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME,
-        // ...) and not for the build that made it: with them, ring's build
-        // script would run again, and everything above it be rebuilt.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-            {
-                build.env_remove(&*name);
-            }
-        }
-        let output = build.output().expect("run cargo build");
-        assert!(
-            output.status.success(),
-            "cargo build --examples failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        profile_dir.join("examples").join("connection_pool")
-    })
+/// The example binary, built by the shared example runner.
+fn example_binary() -> std::path::PathBuf {
+    pika_test_support::example_runner::examples_dir("pika-patterns").join("connection_pool")
 }
 
 /// Runs the example; returns its exit status, stdout and stderr.

@@ -47,14 +47,33 @@ pub fn examples_dir(package: &str) -> PathBuf {
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // One job: the examples are small and the machine may be shared.
-    let output = std::process::Command::new(cargo)
+    let mut build = std::process::Command::new(cargo);
+    build
         .args(["build", "-q", "-j", "1", "-p", package, "--examples"])
         .args(["--profile", profile])
         .arg("--target-dir")
         .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo build");
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // What cargo sets for the test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME,
+    // ...) and not for the build that made it: with them, ring's build
+    // script would run again, and everything above it be rebuilt.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_the_test = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        if set_for_the_test {
+            build.env_remove(&*name);
+        }
+    }
+    let output = build.output().expect("run cargo build");
     assert!(
         output.status.success(),
         "cargo build -p {package} --examples failed:\n{}",
