@@ -1,14 +1,24 @@
-//! Helpers shared by the integration tests of the workspace:
+//! Helpers shared by the integration tests of the workspace, and the
+//! fault-injection kit for the tests of recovery:
 //! - [`fault_proxy`]: [`FaultProxy`], a TCP proxy that cuts, resets,
 //!   silences, delays or refuses connections on demand;
+//! - [`broker_control`]: faults on the broker's side through `rabbitmqctl`
+//!   ([`close_connection_named`], stopping the application through a
+//!   [`BrokerAppLock`], memory alarms), for any [`Node`];
 //! - [`second_node`]: [`SecondNode`], a throwaway second RabbitMQ node for
 //!   the tests that must not disturb the main one.
 //!
 //! The main items are re-exported here.
 
+pub mod broker_control;
 pub mod fault_proxy;
 pub mod second_node;
 
+pub use broker_control::{
+    close_connection_named, BrokerAppLock, BrokerControlError, MemoryAlarm, Node, StoppedApp,
+    ALARMING_VM_MEMORY_HIGH_WATERMARK, CONNECTION_CLOSE_WAIT, DEFAULT_VM_MEMORY_HIGH_WATERMARK,
+    STARTUP_WAIT,
+};
 pub use fault_proxy::{Direction, FaultProxy, FreezableProxy};
 pub use second_node::SecondNode;
 
@@ -35,6 +45,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Runs `rabbitmqctl ARGS` against the main node; returns its stdout.
+/// ([`Node::ctl`] returns the failure instead.)
 ///
 /// # Panics
 /// When rabbitmqctl fails (the test cannot go on).

@@ -1,7 +1,7 @@
 //! [`SecondNode`]: a throwaway second RabbitMQ node for the tests that
 //! must not disturb the main one.
 
-use crate::rabbitmqctl;
+use crate::{rabbitmqctl, Node};
 
 /// A second RabbitMQ node with a TLS listener, started for a test from
 /// `tests/support/tls-node` (TLS on 127.0.0.1:5681, plain AMQP on 5682,
@@ -52,6 +52,9 @@ impl SecondNode {
     }
 
     /// The node's name, `pika-tls@HOST`.
+    ///
+    /// # Panics
+    /// When `hostname` cannot be run.
     pub fn name() -> String {
         let host = std::process::Command::new("hostname")
             .arg("-s")
@@ -60,7 +63,24 @@ impl SecondNode {
         format!("pika-tls@{}", String::from_utf8_lossy(&host.stdout).trim())
     }
 
+    /// The node to control with the broker control helpers: stop and
+    /// start its application ([`Node::lock_app`]), raise its memory alarm,
+    /// close its connections by name. Tests that stop its application
+    /// disturb no test but the ones on this node, which run one at a time
+    /// (the `second-node` test group).
+    pub fn node(&self) -> Node {
+        Node::named(Self::name())
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:5682/%2f`: the node's plain AMQP URL.
+    pub fn plain_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", Self::PLAIN_PORT)
+    }
+
     /// Runs `rabbitmqctl -n NODE ARGS`; returns its stdout.
+    ///
+    /// # Panics
+    /// When rabbitmqctl fails ([`Node::ctl`] returns the failure instead).
     pub fn ctl(&self, args: &[&str]) -> String {
         let node = Self::name();
         let mut all = vec!["-n", node.as_str()];
