@@ -6,13 +6,16 @@
 //!   ([`close_connection_named`], stopping the application through a
 //!   [`BrokerAppLock`], memory alarms), for any [`Node`];
 //! - [`second_node`]: [`SecondNode`], a throwaway second RabbitMQ node for
-//!   the tests that must not disturb the main one.
+//!   the tests that must not disturb the main one;
+//! - [`total_queue`]: [`Ledger`], a total-queue checker that tells whether
+//!   confirmed messages were lost or unexpected ones delivered.
 //!
 //! The main items are re-exported here.
 
 pub mod broker_control;
 pub mod fault_proxy;
 pub mod second_node;
+pub mod total_queue;
 
 pub use broker_control::{
     close_connection_named, BrokerAppLock, BrokerControlError, MemoryAlarm, Node, StoppedApp,
@@ -21,6 +24,7 @@ pub use broker_control::{
 };
 pub use fault_proxy::{Direction, FaultProxy, FreezableProxy};
 pub use second_node::SecondNode;
+pub use total_queue::{Ledger, Report};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
