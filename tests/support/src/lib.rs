@@ -1,9 +1,33 @@
-//! Helpers shared by the integration tests of the workspace.
+//! Helpers shared by the integration tests of the workspace, and the
+//! fault-injection kit for the tests of recovery:
+//! - [`fault_proxy`]: [`FaultProxy`], a TCP proxy that cuts, resets,
+//!   silences, delays or refuses connections on demand;
+//! - [`broker_control`]: faults on the broker's side through `rabbitmqctl`
+//!   ([`close_connection_named`], stopping the application through a
+//!   [`BrokerAppLock`], memory alarms), for any [`Node`];
+//! - [`second_node`]: [`SecondNode`], a throwaway second RabbitMQ node for
+//!   the tests that must not disturb the main one;
+//! - [`total_queue`]: [`Ledger`], a total-queue checker that tells whether
+//!   confirmed messages were lost or unexpected ones delivered.
+//!
+//! The main items are re-exported here.
 
+pub mod broker_control;
 pub mod example_runner;
+pub mod fault_proxy;
+pub mod second_node;
+pub mod total_queue;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+pub use broker_control::{
+    close_connection_named, BrokerAppLock, BrokerControlError, MemoryAlarm, Node, StoppedApp,
+    ALARMING_VM_MEMORY_HIGH_WATERMARK, CONNECTION_CLOSE_WAIT, DEFAULT_VM_MEMORY_HIGH_WATERMARK,
+    STARTUP_WAIT,
+};
+pub use fault_proxy::{Direction, FaultProxy, FreezableProxy};
+pub use second_node::SecondNode;
+pub use total_queue::{Ledger, Report};
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The broker the tests use: `AMQP_URL`, or the local RabbitMQ.
@@ -26,6 +50,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Runs `rabbitmqctl ARGS` against the main node; returns its stdout.
+/// ([`Node::ctl`] returns the failure instead.)
 ///
 /// # Panics
 /// When rabbitmqctl fails (the test cannot go on).
@@ -40,152 +65,4 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A TCP proxy to the broker that can stop forwarding in both directions
-/// while keeping the sockets open: the network goes silent, as when a
-/// cable is pulled or a firewall drops packets.
-#[derive(Debug)]
-pub struct FreezableProxy {
-    /// The port it listens on (127.0.0.1).
-    pub port: u16,
-    frozen: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FreezableProxy {
-    /// Starts a proxy to `target` (`host:port`).
-    pub async fn start(target: &str) -> FreezableProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        let frozen = Arc::new(AtomicBool::new(false));
-        let target = target.to_string();
-        let flag = frozen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(pump(client_read, server_write, flag.clone()));
-                tokio::spawn(pump(server_read, client_write, flag.clone()));
-            }
-        });
-        FreezableProxy { port, frozen, task }
-    }
-
-    /// Stops forwarding: bytes are read and dropped from now on.
-    pub fn freeze(&self) {
-        self.frozen.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Copies bytes from `from` to `to` until either side closes; while
-/// `frozen` is set, bytes are read and dropped.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if frozen.load(Ordering::SeqCst) {
-            continue;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-impl Drop for FreezableProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A second RabbitMQ node with a TLS listener, started for a test from
-/// `tests/support/tls-node` (TLS on 127.0.0.1:5681, plain AMQP on 5682,
-/// certificates made for the run) and stopped, with its directory
-/// removed, when dropped. The main node is never touched.
-///
-/// Only one can run at a time on a machine (fixed name and ports): tests
-/// that use it are in the nextest test group `second-node`
-/// (`.config/nextest.toml`), which runs them one at a time.
-#[derive(Debug)]
-pub struct SecondNode {
-    dir: std::path::PathBuf,
-}
-
-impl SecondNode {
-    /// The TLS port.
-    pub const TLS_PORT: u16 = 5681;
-    /// The plain AMQP port.
-    pub const PLAIN_PORT: u16 = 5682;
-
-    fn script() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tls-node")
-    }
-
-    /// Starts the node (about 8 seconds).
-    ///
-    /// # Panics
-    /// When the node does not start; the script's output says why.
-    pub fn start() -> SecondNode {
-        let dir = std::env::temp_dir().join(format!("pika-tls-node-{}", std::process::id()));
-        let output = std::process::Command::new(Self::script())
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("tls-node runs");
-        assert!(
-            output.status.success(),
-            "tls-node start failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        SecondNode { dir }
-    }
-
-    /// A file of the node's certificates: `ca.pem`, `server.pem`,
-    /// `client.pem`, `client.key`, `rogue-ca.pem`, ...
-    pub fn cert(&self, name: &str) -> std::path::PathBuf {
-        self.dir.join("certs").join(name)
-    }
-
-    /// The node's name, `pika-tls@HOST`.
-    pub fn name() -> String {
-        let host = std::process::Command::new("hostname")
-            .arg("-s")
-            .output()
-            .expect("hostname runs");
-        format!("pika-tls@{}", String::from_utf8_lossy(&host.stdout).trim())
-    }
-
-    /// Runs `rabbitmqctl -n NODE ARGS`; returns its stdout.
-    pub fn ctl(&self, args: &[&str]) -> String {
-        let node = Self::name();
-        let mut all = vec!["-n", node.as_str()];
-        all.extend_from_slice(args);
-        rabbitmqctl(&all)
-    }
-}
-
-impl Drop for SecondNode {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["-n", &Self::name(), "set_vm_memory_high_watermark", "0.4"])
-            .output();
-        let _ = std::process::Command::new(Self::script())
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-    }
 }
