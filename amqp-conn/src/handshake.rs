@@ -177,13 +177,29 @@ impl<'a> Handshake<'a> {
     /// brokers refuse a login.
     pub(crate) fn on_eof(&self) -> Error {
         match self.stage {
-            Stage::AwaitTune => {
+            // A broker without `authentication_failure_close` refuses a
+            // login by closing the socket; one with it (RabbitMQ since
+            // 3.2) sends connection.close 403 instead, so there an end of
+            // stream is the network's doing, and worth a retry.
+            Stage::AwaitTune if !self.broker_reports_auth_failures() => {
                 self.auth_failed("the broker closed the connection after the login".into())
             }
             _ => Error::io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!("the broker closed the socket while {}", self.state_name()),
             )),
+        }
+    }
+
+    /// True when the broker said (in connection.start) that it refuses a
+    /// login with connection.close rather than by closing the socket.
+    fn broker_reports_auth_failures(&self) -> bool {
+        match self.server_properties.get("capabilities") {
+            Some(amqp_wire::FieldValue::Table(capabilities)) => capabilities
+                .get("authentication_failure_close")
+                .and_then(amqp_wire::FieldValue::as_bool)
+                .unwrap_or(false),
+            _ => false,
         }
     }
 
@@ -424,12 +440,36 @@ mod tests {
     }
 
     #[test]
-    fn socket_closed_after_login_is_an_authentication_error() {
+    fn socket_closed_after_login_is_an_authentication_error_for_an_old_broker() {
         let config = ConnectionConfig::default();
         let mut out = BytesMut::new();
         let mut hs = Handshake::start(&config, &mut out);
         hs.handle(start_frame(), &mut out).unwrap();
         assert!(matches!(hs.on_eof(), Error::AuthenticationFailed { .. }));
+    }
+
+    #[test]
+    fn socket_closed_after_login_is_a_connection_loss_when_the_broker_reports_refusals() {
+        // RabbitMQ announces authentication_failure_close and refuses a
+        // login with connection.close 403: an end of stream there is a
+        // cut network, which a reconnecting client must retry.
+        let mut capabilities = FieldTable::new();
+        capabilities.insert(s("authentication_failure_close"), true);
+        let mut server_properties = FieldTable::new();
+        server_properties.insert(s("capabilities"), capabilities);
+        let start = method(ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties,
+            mechanisms: long("PLAIN AMQPLAIN"),
+            locales: long("en_US"),
+        });
+        let config = ConnectionConfig::default();
+        let mut out = BytesMut::new();
+        let mut hs = Handshake::start(&config, &mut out);
+        hs.handle(start, &mut out).unwrap();
+        let error = hs.on_eof();
+        assert!(error.is_connection_error(), "{error:?}");
     }
 
     #[test]

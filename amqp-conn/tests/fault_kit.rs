@@ -111,19 +111,12 @@ async fn opening_fails_cleanly_wherever_the_handshake_is_cut() {
                     .await
                     .unwrap_or_else(|_| panic!("open cut at {cut_at} {direction:?} ends"));
             let error = opened.expect_err("the cut open fails");
-            // Known misreading: an end of stream after connection.start-ok
-            // is taken for a refused login (how brokers without
-            // authentication_failure_close refuse one), although this
-            // client announces that capability and RabbitMQ then refuses
-            // with connection.close 403. A network cut there is therefore
-            // not a connection error today; connect_robust must not give
-            // up on it.
-            let misread_as_refused_login = matches!(
-                &error,
-                Error::AuthenticationFailed { reason, .. } if reason.contains("after the login")
-            );
+            // RabbitMQ announces authentication_failure_close, so an end
+            // of stream after connection.start-ok is a cut network, not a
+            // refused login: every cut point is a connection error, which
+            // a reconnecting client retries.
             assert!(
-                error.is_connection_error() || misread_as_refused_login,
+                error.is_connection_error(),
                 "{cut_at} {direction:?}: {error:?}"
             );
         }
