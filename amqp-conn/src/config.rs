@@ -80,9 +80,9 @@ impl fmt::Debug for Credentials {
 ///
 /// The CA certificates and the client certificate and key come from PEM
 /// files (`*_file`) or from PEM bytes in memory (`*_pem`), one or the other
-/// for each; or a complete rustls configuration ([`client_config`]) replaces
-/// them all. Without any, the server is verified against the platform's
-/// root certificates.
+/// for each; or a complete rustls configuration (`client_config`, with the
+/// `tls` feature) replaces them all. Without any, the server is verified
+/// against the platform's root certificates.
 ///
 /// Needs the `tls` feature (on by default): without it, a connection
 /// configured with TLS is refused with [`ConfigError::TlsNotCompiled`].
@@ -99,8 +99,6 @@ impl fmt::Debug for Credentials {
 /// ```
 ///
 /// Its `Debug` output never shows the private key.
-///
-/// [`client_config`]: TlsConfig#structfield.client_config
 #[derive(Clone, Default)]
 pub struct TlsConfig {
     /// PEM file with the CA certificates to trust; `None` (and no

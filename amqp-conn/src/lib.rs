@@ -55,8 +55,8 @@
 //! Without any of them (`default-features = false`) there is no rustls in
 //! the build; TLS settings are refused with
 //! [`ConfigError::TlsNotCompiled`] when the URL is parsed or the
-//! connection opened. With TLS, [`rustls`] is re-exported, to build a
-//! [`TlsConfig::client_config`] with the same version.
+//! connection opened. With TLS, `rustls` is re-exported, to build a
+//! `TlsConfig::client_config` with the same version.
 //!
 //! ## Inside
 //! - `state/`: the protocol state without I/O (frames and commands in,

@@ -302,7 +302,8 @@ mod tests {
 ///
 /// The CA and the client certificate and key come from PEM files or from
 /// PEM bytes in memory; or a ready rustls configuration
-/// ([`TlsOptions::client_config`]) stands for all of them.
+/// (`TlsOptions::client_config`, with the `tls` feature) stands for all of
+/// them.
 ///
 /// ```no_run
 /// # async fn example() -> pika::Result<()> {

@@ -73,8 +73,8 @@
 //! pika = { version = "0.1", default-features = false, features = ["tls-aws-lc-rs"] }
 //! ```
 //!
-//! With TLS, [`rustls`] is re-exported to build a ready configuration
-//! for [`TlsOptions::client_config`]; certificates and keys can also be
+//! With TLS, `rustls` is re-exported to build a ready configuration
+//! for `TlsOptions::client_config`; certificates and keys can also be
 //! given as PEM bytes ([`TlsOptions::ca_pem`],
 //! [`TlsOptions::client_cert_pem`]).
 //!
