@@ -76,16 +76,47 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// TLS settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// TLS settings: whom to trust, which client certificate to present.
+///
+/// The CA certificates and the client certificate and key come from PEM
+/// files (`*_file`) or from PEM bytes in memory (`*_pem`), one or the other
+/// for each; or a complete rustls configuration (`client_config`, with the
+/// `tls` feature) replaces them all. Without any, the server is verified
+/// against the platform's root certificates.
+///
+/// Needs the `tls` feature (on by default): without it, a connection
+/// configured with TLS is refused with [`ConfigError::TlsNotCompiled`].
+///
+/// ```
+/// use amqp_conn::{ConnectionConfig, TlsConfig};
+///
+/// // The CA certificate as PEM bytes, from a secret store or include_bytes!.
+/// let ca_pem = b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n".to_vec();
+/// let config = ConnectionConfig::default()
+///     .with_host("rabbit.local")
+///     .with_tls(TlsConfig { ca_pem: Some(ca_pem), ..Default::default() });
+/// assert_eq!(config.port, 5671);
+/// ```
+///
+/// Its `Debug` output never shows the private key.
+#[derive(Clone, Default)]
 pub struct TlsConfig {
-    /// PEM file with the CA certificates to trust; `None` trusts the
-    /// platform's root certificates.
+    /// PEM file with the CA certificates to trust; `None` (and no
+    /// `ca_pem`) trusts the platform's root certificates.
     pub ca_file: Option<PathBuf>,
+    /// The CA certificates to trust, as PEM bytes (one or more
+    /// `CERTIFICATE` blocks): `ca_file` without a file.
+    pub ca_pem: Option<Vec<u8>>,
     /// PEM file with the client certificate chain, for mutual TLS.
     pub cert_file: Option<PathBuf>,
+    /// The client certificate chain as PEM bytes, for mutual TLS:
+    /// `cert_file` without a file.
+    pub cert_pem: Option<Vec<u8>>,
     /// PEM file with the client's private key, for mutual TLS.
     pub key_file: Option<PathBuf>,
+    /// The client's private key as PEM bytes (PKCS#8, PKCS#1 or SEC1), for
+    /// mutual TLS: `key_file` without a file.
+    pub key_pem: Option<Vec<u8>>,
     /// The name to verify the server certificate against (and send as
     /// SNI); defaults to the host.
     pub server_name: Option<String>,
@@ -93,7 +124,186 @@ pub struct TlsConfig {
     /// gives up protection against a man in the middle. For tests only.
     /// The URL parameter `cert_reqs=CERT_NONE` sets it.
     pub dangerous_accept_invalid_certs: bool,
+    /// A ready rustls configuration, used as it is: its roots, verifier,
+    /// client certificate, crypto provider and protocol versions. It
+    /// replaces the CA, certificate and key settings and
+    /// `dangerous_accept_invalid_certs` (setting both is an error);
+    /// `server_name` still applies. Build it with the rustls that amqp-conn
+    /// re-exports ([`crate::rustls`]), so the versions match.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use amqp_conn::rustls::{ClientConfig, RootCertStore};
+    /// use amqp_conn::{ConnectionConfig, TlsConfig};
+    ///
+    /// # #[cfg(feature = "tls-ring")]
+    /// # let provider = amqp_conn::rustls::crypto::ring::default_provider();
+    /// # #[cfg(all(feature = "tls-aws-lc-rs", not(feature = "tls-ring")))]
+    /// # let provider = amqp_conn::rustls::crypto::aws_lc_rs::default_provider();
+    /// let roots = RootCertStore::empty(); // add the CA certificates here
+    /// let client_config = ClientConfig::builder_with_provider(Arc::new(provider))
+    ///     .with_safe_default_protocol_versions()
+    ///     .unwrap()
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let config = ConnectionConfig::default().with_tls(TlsConfig {
+    ///     client_config: Some(Arc::new(client_config)),
+    ///     ..Default::default()
+    /// });
+    /// assert!(config.validate().is_ok());
+    /// ```
+    #[cfg(feature = "__tls")]
+    pub client_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
+
+impl TlsConfig {
+    /// True when a ready rustls configuration is set.
+    #[cfg(feature = "__tls")]
+    fn has_client_config(&self) -> bool {
+        self.client_config.is_some()
+    }
+
+    /// Never: this build has no rustls.
+    #[cfg(not(feature = "__tls"))]
+    fn has_client_config(&self) -> bool {
+        false
+    }
+
+    /// True when a client certificate is set (in a file, in memory, or in
+    /// the ready rustls configuration).
+    fn has_client_certificate(&self) -> bool {
+        #[cfg(feature = "__tls")]
+        if let Some(client_config) = &self.client_config {
+            return client_config.client_auth_cert_resolver.has_certs();
+        }
+        self.cert_file.is_some() || self.cert_pem.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let both = |name: &'static str, expected: &'static str| ConfigError::InvalidValue {
+            name,
+            value: "both".into(),
+            expected,
+        };
+        if self.ca_file.is_some() && self.ca_pem.is_some() {
+            return Err(both(
+                "ca_file/ca_pem",
+                "one source of CA certificates: a file or PEM bytes",
+            ));
+        }
+        if self.cert_file.is_some() && self.cert_pem.is_some() {
+            return Err(both(
+                "cert_file/cert_pem",
+                "one source of the client certificate: a file or PEM bytes",
+            ));
+        }
+        if self.key_file.is_some() && self.key_pem.is_some() {
+            return Err(both(
+                "key_file/key_pem",
+                "one source of the client key: a file or PEM bytes",
+            ));
+        }
+        let has_cert = self.cert_file.is_some() || self.cert_pem.is_some();
+        let has_key = self.key_file.is_some() || self.key_pem.is_some();
+        if has_cert != has_key {
+            return Err(ConfigError::InvalidValue {
+                name: "certfile/keyfile",
+                value: "only one of them".into(),
+                expected: "both a certificate and a key (files or PEM bytes) for mutual TLS",
+            });
+        }
+        if self.has_client_config()
+            && (self.ca_file.is_some()
+                || self.ca_pem.is_some()
+                || has_cert
+                || self.dangerous_accept_invalid_certs)
+        {
+            return Err(ConfigError::InvalidValue {
+                name: "client_config",
+                value: "a rustls ClientConfig with other TLS settings".into(),
+                expected: "either a ready rustls ClientConfig (which holds the CA, the client \
+                           certificate and the verification) or the CA, certificate and key \
+                           settings (cafile, certfile, keyfile, cert_reqs), not both",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// PEM bytes shown as their length (certificates are long), or
+        /// not at all when secret (keys).
+        struct PemBytes<'a> {
+            bytes: &'a Option<Vec<u8>>,
+            secret: bool,
+        }
+        impl fmt::Debug for PemBytes<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.bytes {
+                    None => f.write_str("None"),
+                    Some(_) if self.secret => f.write_str("Some(<redacted>)"),
+                    Some(bytes) => write!(f, "Some(<{} bytes of PEM>)", bytes.len()),
+                }
+            }
+        }
+        let public = |bytes| PemBytes {
+            bytes,
+            secret: false,
+        };
+        let mut debug = f.debug_struct("TlsConfig");
+        debug
+            .field("ca_file", &self.ca_file)
+            .field("ca_pem", &public(&self.ca_pem))
+            .field("cert_file", &self.cert_file)
+            .field("cert_pem", &public(&self.cert_pem))
+            .field("key_file", &self.key_file)
+            .field(
+                "key_pem",
+                &PemBytes {
+                    bytes: &self.key_pem,
+                    secret: true,
+                },
+            )
+            .field("server_name", &self.server_name)
+            .field(
+                "dangerous_accept_invalid_certs",
+                &self.dangerous_accept_invalid_certs,
+            );
+        #[cfg(feature = "__tls")]
+        debug.field(
+            "client_config",
+            &self.client_config.as_ref().map(|_| "<rustls ClientConfig>"),
+        );
+        debug.finish()
+    }
+}
+
+/// Equal when every setting is; two ready rustls configurations are equal
+/// when they are the same `Arc` (rustls configurations cannot be compared).
+impl PartialEq for TlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        #[cfg(feature = "__tls")]
+        let same_client_config = match (&self.client_config, &other.client_config) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        #[cfg(not(feature = "__tls"))]
+        let same_client_config = true;
+        same_client_config
+            && self.ca_file == other.ca_file
+            && self.ca_pem == other.ca_pem
+            && self.cert_file == other.cert_file
+            && self.cert_pem == other.cert_pem
+            && self.key_file == other.key_file
+            && self.key_pem == other.key_pem
+            && self.server_name == other.server_name
+            && self.dangerous_accept_invalid_certs == other.dangerous_accept_invalid_certs
+    }
+}
+
+impl Eq for TlsConfig {}
 
 /// Everything needed to open a connection.
 ///
@@ -216,6 +426,23 @@ pub enum ConfigError {
         /// What went wrong.
         reason: String,
     },
+    /// PEM bytes given in memory (`ca_pem`, `cert_pem`, `key_pem`) hold no
+    /// usable item.
+    #[error("TLS {what} PEM bytes: {reason}")]
+    TlsPem {
+        /// `CA`, `certificate` or `key`.
+        what: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// TLS was asked for (an `amqps://` URL, a TLS URL parameter or TLS
+    /// settings), but this build has no TLS support.
+    #[error("{requested_by} needs TLS, but TLS support is not compiled in: enable the `tls` feature of pika (or amqp-conn), or connect with amqp://")]
+    TlsNotCompiled {
+        /// What asked for TLS: `the amqps:// scheme`, `the URL parameter
+        /// cafile`, `the TLS settings`.
+        requested_by: &'static str,
+    },
 }
 
 /// The URL with the password, if any, replaced by `***` (works on URLs
@@ -286,7 +513,7 @@ impl ConnectionConfig {
             "amqp" => {}
             "amqps" => {
                 config.port = 5671;
-                config.tls = Some(TlsConfig::default());
+                config.tls_settings("the amqps:// scheme")?;
             }
             other => return Err(ConfigError::UnsupportedScheme(other.to_string())),
         }
@@ -357,13 +584,14 @@ impl ConnectionConfig {
                 }
             }
             "cafile" | "ca_certs" => {
-                self.tls.get_or_insert_with(TlsConfig::default).ca_file = Some(value.into())
+                self.tls_settings("the URL parameter cafile (or ca_certs)")?
+                    .ca_file = Some(value.into())
             }
             "certfile" => {
-                self.tls.get_or_insert_with(TlsConfig::default).cert_file = Some(value.into())
+                self.tls_settings("the URL parameter certfile")?.cert_file = Some(value.into())
             }
             "keyfile" => {
-                self.tls.get_or_insert_with(TlsConfig::default).key_file = Some(value.into())
+                self.tls_settings("the URL parameter keyfile")?.key_file = Some(value.into())
             }
             "cert_reqs" => {
                 let accept_any = match value.to_ascii_uppercase().as_str() {
@@ -386,8 +614,7 @@ impl ConnectionConfig {
                         })
                     }
                 };
-                self.tls
-                    .get_or_insert_with(TlsConfig::default)
+                self.tls_settings("the URL parameter cert_reqs")?
                     .dangerous_accept_invalid_certs = accept_any;
             }
             "name" => self.connection_name = Some(value.to_string()),
@@ -396,7 +623,18 @@ impl ConnectionConfig {
         Ok(())
     }
 
-    /// Checks the settings' ranges; called by `from_url` and on connect.
+    /// The TLS settings, made empty if there were none; an error when this
+    /// build has no TLS support. `requested_by` names what asked for TLS.
+    fn tls_settings(&mut self, requested_by: &'static str) -> Result<&mut TlsConfig, ConfigError> {
+        if cfg!(not(feature = "__tls")) {
+            return Err(ConfigError::TlsNotCompiled { requested_by });
+        }
+        Ok(self.tls.get_or_insert_with(TlsConfig::default))
+    }
+
+    /// Checks the settings' ranges and that they fit together; called by
+    /// `from_url` and on connect. TLS settings in a build without TLS
+    /// support are [`ConfigError::TlsNotCompiled`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.channel_max == 0 || self.channel_max > MAX_CHANNELS {
             return Err(ConfigError::InvalidValue {
@@ -420,25 +658,23 @@ impl ConnectionConfig {
             });
         }
         if let Some(tls) = &self.tls {
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                return Err(ConfigError::InvalidValue {
-                    name: "certfile/keyfile",
-                    value: "only one of them".into(),
-                    expected: "both a certificate and a key file for mutual TLS",
+            if cfg!(not(feature = "__tls")) {
+                return Err(ConfigError::TlsNotCompiled {
+                    requested_by: "the TLS settings",
                 });
             }
+            tls.validate()?;
         }
         if self.auth_mechanism == AuthMechanism::External
-            && self
+            && !self
                 .tls
                 .as_ref()
-                .and_then(|t| t.cert_file.as_ref())
-                .is_none()
+                .is_some_and(TlsConfig::has_client_certificate)
         {
             return Err(ConfigError::InvalidValue {
                 name: "auth_mechanism",
                 value: "EXTERNAL".into(),
-                expected: "a TLS client certificate (certfile and keyfile) when EXTERNAL is used",
+                expected: "a TLS client certificate (certfile and keyfile, their PEM bytes, or a rustls ClientConfig with one) when EXTERNAL is used",
             });
         }
         Ok(())
@@ -564,6 +800,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "__tls")]
     fn amqps_defaults_to_5671_with_tls() {
         let c = ConnectionConfig::from_url("amqps://h").unwrap();
         assert_eq!(c.port, 5671);
@@ -571,6 +808,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "__tls")]
     fn query_parameters() {
         let c = ConnectionConfig::from_url(
             "amqps://h/?heartbeat=5&connection_timeout=2500&channel_max=10&frame_max=8192&auth_mechanism=external&cafile=/ca.pem&certfile=/c.pem&keyfile=/k.pem&name=my%20app",
@@ -589,6 +827,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "__tls")]
     fn ca_certs_is_an_alias_of_cafile() {
         let c = ConnectionConfig::from_url("amqps://h/?ca_certs=/ca.pem").unwrap();
         assert_eq!(c.tls.unwrap().ca_file, Some(PathBuf::from("/ca.pem")));
@@ -609,6 +848,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "__tls")]
     fn cert_reqs_chooses_verification() {
         for value in ["CERT_NONE", "none", "Cert_None"] {
             let c = ConnectionConfig::from_url(&format!("amqps://h/?cert_reqs={value}")).unwrap();
@@ -722,5 +962,246 @@ mod tests {
             assert!(!redacted.contains("s3cret"), "{url} -> {redacted}");
             assert!(redacted.contains("127.0.0.1"), "{url} -> {redacted}");
         }
+    }
+
+    fn config_with(tls: TlsConfig) -> ConnectionConfig {
+        ConnectionConfig::default().with_tls(tls)
+    }
+
+    #[test]
+    #[cfg(feature = "__tls")]
+    fn a_file_and_pem_bytes_for_the_same_item_are_an_error() {
+        for (tls, name) in [
+            (
+                TlsConfig {
+                    ca_file: Some("/ca.pem".into()),
+                    ca_pem: Some(b"pem".to_vec()),
+                    ..Default::default()
+                },
+                "ca_file/ca_pem",
+            ),
+            (
+                TlsConfig {
+                    cert_file: Some("/c.pem".into()),
+                    cert_pem: Some(b"pem".to_vec()),
+                    key_pem: Some(b"pem".to_vec()),
+                    ..Default::default()
+                },
+                "cert_file/cert_pem",
+            ),
+            (
+                TlsConfig {
+                    cert_pem: Some(b"pem".to_vec()),
+                    key_file: Some("/k.pem".into()),
+                    key_pem: Some(b"pem".to_vec()),
+                    ..Default::default()
+                },
+                "key_file/key_pem",
+            ),
+        ] {
+            let err = config_with(tls).validate().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidValue { name: n, .. } if n == name),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "__tls")]
+    fn a_certificate_needs_its_key_in_either_form() {
+        let ok = config_with(TlsConfig {
+            cert_pem: Some(b"pem".to_vec()),
+            key_file: Some("/k.pem".into()),
+            ..Default::default()
+        });
+        assert_eq!(ok.validate(), Ok(()));
+        let err = config_with(TlsConfig {
+            cert_pem: Some(b"pem".to_vec()),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    name: "certfile/keyfile",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "__tls")]
+    fn external_login_accepts_a_certificate_in_pem_bytes() {
+        let config = config_with(TlsConfig {
+            cert_pem: Some(b"pem".to_vec()),
+            key_pem: Some(b"pem".to_vec()),
+            ..Default::default()
+        })
+        .with_auth_mechanism(AuthMechanism::External);
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[cfg(all(feature = "__tls", feature = "tls-ring"))]
+    fn ready_client_config(with_client_certificate: bool) -> std::sync::Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty());
+        let config = if with_client_certificate {
+            let chain = CertificateDer::pem_slice_iter(include_bytes!("../testdata/client.pem"))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key =
+                PrivateKeyDer::from_pem_slice(include_bytes!("../testdata/client.key")).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        std::sync::Arc::new(config)
+    }
+
+    #[test]
+    #[cfg(all(feature = "__tls", feature = "tls-ring"))]
+    fn a_ready_client_config_stands_alone() {
+        let ready = ready_client_config(false);
+        let config = config_with(TlsConfig {
+            client_config: Some(ready.clone()),
+            server_name: Some("broker.example".into()),
+            ..Default::default()
+        });
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.clone(), config, "equal to itself: the same Arc");
+        let other = config_with(TlsConfig {
+            client_config: Some(ready_client_config(false)),
+            server_name: Some("broker.example".into()),
+            ..Default::default()
+        });
+        assert_ne!(config, other, "another ClientConfig is another setting");
+        for conflict in [
+            TlsConfig {
+                ca_file: Some("/ca.pem".into()),
+                ..Default::default()
+            },
+            TlsConfig {
+                ca_pem: Some(b"pem".to_vec()),
+                ..Default::default()
+            },
+            TlsConfig {
+                cert_pem: Some(b"pem".to_vec()),
+                key_pem: Some(b"pem".to_vec()),
+                ..Default::default()
+            },
+            TlsConfig {
+                dangerous_accept_invalid_certs: true,
+                ..Default::default()
+            },
+        ] {
+            let err = config_with(TlsConfig {
+                client_config: Some(ready.clone()),
+                ..conflict
+            })
+            .validate()
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::InvalidValue {
+                        name: "client_config",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(all(feature = "__tls", feature = "tls-ring"))]
+    fn external_login_with_a_ready_client_config_needs_its_certificate() {
+        let external = |ready| {
+            config_with(TlsConfig {
+                client_config: Some(ready),
+                ..Default::default()
+            })
+            .with_auth_mechanism(AuthMechanism::External)
+            .validate()
+        };
+        assert_eq!(external(ready_client_config(true)), Ok(()));
+        assert!(matches!(
+            external(ready_client_config(false)),
+            Err(ConfigError::InvalidValue {
+                name: "auth_mechanism",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_the_private_key() {
+        let settings = TlsConfig {
+            ca_pem: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            cert_pem: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            key_pem: Some(b"-----BEGIN PRIVATE KEY-----secret".to_vec()),
+            ..Default::default()
+        };
+        let debug = format!("{:?}", config_with(settings));
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(
+            !debug.contains("45, 45"),
+            "no PEM bytes as numbers: {debug}"
+        );
+        assert!(debug.contains("key_pem: Some(<redacted>)"), "{debug}");
+        assert!(debug.contains("ca_pem: Some(<27 bytes of PEM>)"), "{debug}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "__tls"))]
+    fn without_tls_support_tls_is_refused_with_the_feature_to_enable() {
+        let err = ConnectionConfig::from_url("amqps://h").unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::TlsNotCompiled {
+                requested_by: "the amqps:// scheme"
+            }
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("not compiled in") && message.contains("`tls` feature"),
+            "{message}"
+        );
+        for (url, requested_by) in [
+            (
+                "amqp://h?cafile=/ca.pem",
+                "the URL parameter cafile (or ca_certs)",
+            ),
+            (
+                "amqp://h?ca_certs=/ca.pem",
+                "the URL parameter cafile (or ca_certs)",
+            ),
+            ("amqp://h?certfile=/c.pem", "the URL parameter certfile"),
+            ("amqp://h?keyfile=/k.pem", "the URL parameter keyfile"),
+            ("amqp://h?cert_reqs=none", "the URL parameter cert_reqs"),
+        ] {
+            assert_eq!(
+                ConnectionConfig::from_url(url).unwrap_err(),
+                ConfigError::TlsNotCompiled { requested_by },
+                "{url}"
+            );
+        }
+        assert_eq!(
+            config_with(TlsConfig::default()).validate(),
+            Err(ConfigError::TlsNotCompiled {
+                requested_by: "the TLS settings"
+            })
+        );
+        assert_eq!(ConnectionConfig::from_url("amqp://h").unwrap().tls, None);
     }
 }

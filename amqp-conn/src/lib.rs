@@ -45,6 +45,19 @@
 //! So `RUST_LOG=amqp_conn=info` shows a connection's life without its
 //! traffic; `amqp_conn=debug` adds every request and reply.
 //!
+//! ## Features
+//! - `tls` (default): TLS (`amqps://`, [`TlsConfig`]) with rustls and the
+//!   ring crypto provider; the same as `tls-ring`.
+//! - `tls-ring`: TLS with the ring crypto provider.
+//! - `tls-aws-lc-rs`: TLS with the aws-lc-rs crypto provider (builds C
+//!   code). With both provider features on, aws-lc-rs is used.
+//!
+//! Without any of them (`default-features = false`) there is no rustls in
+//! the build; TLS settings are refused with
+//! [`ConfigError::TlsNotCompiled`] when the URL is parsed or the
+//! connection opened. With TLS, `rustls` is re-exported, to build a
+//! `TlsConfig::client_config` with the same version.
+//!
 //! ## Inside
 //! - `state/`: the protocol state without I/O (frames and commands in,
 //!   frames out), unit-tested with paused time.
@@ -83,6 +96,11 @@ pub use error::{CloseReason, Error, Initiator, Result};
 pub use events::ConnectionEvent;
 pub use message::{Confirmation, Delivery, PublishProperties, ReturnedMessage};
 pub use tuning::Tuning;
+
+/// The rustls that amqp-conn uses, for a ready
+/// [`TlsConfig::client_config`] (with the `tls` feature).
+#[cfg(feature = "__tls")]
+pub use rustls;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

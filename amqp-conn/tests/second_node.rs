@@ -6,11 +6,16 @@
 //! One test function runs the scenarios in sequence: the node has fixed
 //! ports and takes seconds to start, and nextest runs each test function
 //! in its own process.
+//!
+//! Needs the `tls` feature (a default one).
+
+#![cfg(feature = "__tls")]
 
 mod support;
 
 use std::time::Duration;
 
+use amqp_conn::rustls;
 use amqp_conn::{
     AuthMechanism, Confirmation, Connection, ConnectionConfig, ConnectionEvent, Error, TlsConfig,
 };
@@ -37,6 +42,8 @@ async fn tls_and_memory_alarms_on_a_second_node() {
     tls_wrong_host_name_is_refused(&node).await;
     tls_verification_can_only_be_turned_off_dangerously(&node).await;
     mutual_tls_with_external_auth(&node).await;
+    mutual_tls_with_pem_bytes(&node).await;
+    tls_with_a_ready_client_config(&node).await;
     amqps_url_with_query_parameters(&node).await;
     memory_alarm_blocks_publishers_without_killing_the_connection(&node).await;
 }
@@ -138,6 +145,111 @@ async fn mutual_tls_with_external_auth(node: &SecondNode) {
         "logged in as the certificate's CN: {line}"
     );
     connection.close().await.unwrap();
+}
+
+/// The user a connection named `name` logged in as, from the node's
+/// listing.
+fn logged_in_user(node: &SecondNode, name: &str) -> String {
+    let listing = node.ctl(&["-q", "list_connections", "user", "client_properties"]);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(name))
+        .unwrap_or_else(|| panic!("{name} not in {listing}"));
+    line.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn mutual_tls_with_pem_bytes(node: &SecondNode) {
+    let pem = |file: &str| std::fs::read(node.cert(file)).unwrap();
+    let name = unique("pem-bytes");
+    let config = tls_config(TlsConfig {
+        ca_pem: Some(pem("ca.pem")),
+        cert_pem: Some(pem("client.pem")),
+        key_pem: Some(pem("client.key")),
+        ..Default::default()
+    })
+    .with_auth_mechanism(AuthMechanism::External)
+    .with_connection_name(&name);
+    let connection = Connection::open(config)
+        .await
+        .expect("EXTERNAL login with the client certificate given as PEM bytes");
+    assert_eq!(logged_in_user(node, &name), "pika-tls-client");
+    connection.close().await.unwrap();
+
+    let config = tls_config(TlsConfig {
+        ca_pem: Some(pem("rogue-ca.pem")),
+        ..Default::default()
+    });
+    let err = Connection::open(config).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+}
+
+/// The crypto provider of this build, for the test's own ClientConfig.
+#[cfg(feature = "tls-ring")]
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The crypto provider of this build, for the test's own ClientConfig.
+#[cfg(not(feature = "tls-ring"))]
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// A rustls configuration built by the application: trusts `ca`, presents
+/// the node's client certificate.
+fn ready_client_config(node: &SecondNode, ca: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(node.cert(ca)).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(node.cert("client.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(node.cert("client.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    std::sync::Arc::new(config)
+}
+
+async fn tls_with_a_ready_client_config(node: &SecondNode) {
+    let name = unique("client-config");
+    let config = tls_config(TlsConfig {
+        client_config: Some(ready_client_config(node, "ca.pem")),
+        ..Default::default()
+    })
+    .with_auth_mechanism(AuthMechanism::External)
+    .with_connection_name(&name);
+    let connection = Connection::open(config)
+        .await
+        .expect("EXTERNAL login with the application's rustls ClientConfig");
+    assert_eq!(logged_in_user(node, &name), "pika-tls-client");
+    connection.close().await.unwrap();
+
+    // The ready configuration is used as it is: its roots decide.
+    let config = tls_config(TlsConfig {
+        client_config: Some(ready_client_config(node, "rogue-ca.pem")),
+        ..Default::default()
+    });
+    let err = Connection::open(config).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    // And server_name still applies to it.
+    let config = tls_config(TlsConfig {
+        client_config: Some(ready_client_config(node, "ca.pem")),
+        server_name: Some("not-the-broker.example".into()),
+        ..Default::default()
+    });
+    let err = Connection::open(config).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
 }
 
 async fn amqps_url_with_query_parameters(node: &SecondNode) {

@@ -110,21 +110,31 @@ impl ConnectOptions {
     }
 
     /// TLS with these settings (port 5671 unless set). Settings left out
-    /// here keep what the URL gave (`cafile`, `certfile`, `keyfile`).
+    /// here keep what the URL gave (`cafile`, `certfile`, `keyfile`,
+    /// `cert_reqs`); a setting given here replaces the URL's setting of
+    /// the same item, whether as a file or as PEM bytes.
+    ///
+    /// Without the `tls` feature, connecting with TLS settings fails with
+    /// [`amqp_conn::ConfigError::TlsNotCompiled`].
     pub fn ssl(mut self, tls: TlsOptions) -> Self {
-        let TlsConfig {
-            ca_file,
-            cert_file,
-            key_file,
-            server_name,
-            dangerous_accept_invalid_certs,
-        } = tls.0;
+        let TlsOptions(given) = tls;
         let mut merged = self.config.tls.take().unwrap_or_default();
-        merged.ca_file = ca_file.or(merged.ca_file);
-        merged.cert_file = cert_file.or(merged.cert_file);
-        merged.key_file = key_file.or(merged.key_file);
-        merged.server_name = server_name.or(merged.server_name);
-        merged.dangerous_accept_invalid_certs |= dangerous_accept_invalid_certs;
+        if given.ca_file.is_some() || given.ca_pem.is_some() {
+            merged.ca_file = given.ca_file;
+            merged.ca_pem = given.ca_pem;
+        }
+        if given.cert_file.is_some() || given.cert_pem.is_some() {
+            merged.cert_file = given.cert_file;
+            merged.cert_pem = given.cert_pem;
+            merged.key_file = given.key_file;
+            merged.key_pem = given.key_pem;
+        }
+        merged.server_name = given.server_name.or(merged.server_name);
+        merged.dangerous_accept_invalid_certs |= given.dangerous_accept_invalid_certs;
+        #[cfg(feature = "__tls")]
+        if given.client_config.is_some() {
+            merged.client_config = given.client_config;
+        }
         self.config = self.config.with_tls(merged);
         self
     }
@@ -178,6 +188,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "__tls")]
     fn ssl_options_keep_what_the_url_gave() {
         let options =
             ConnectOptions::from_url("amqps://h/?cafile=/ca.pem&certfile=/c.pem&keyfile=/k.pem")
@@ -191,6 +202,94 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "__tls")]
+    fn tls_options_replace_the_urls_setting_of_the_same_item() {
+        let options =
+            ConnectOptions::from_url("amqps://h/?cafile=/ca.pem&certfile=/c.pem&keyfile=/k.pem")
+                .unwrap()
+                .ssl(
+                    TlsOptions::new()
+                        .ca_pem(b"ca".to_vec())
+                        .client_cert_pem(b"cert".to_vec(), b"key".to_vec()),
+                );
+        let tls = options.config().tls.clone().unwrap();
+        assert_eq!(tls.ca_file, None);
+        assert_eq!(tls.ca_pem.as_deref(), Some(&b"ca"[..]));
+        assert_eq!((tls.cert_file, tls.key_file), (None, None));
+        assert_eq!(tls.cert_pem.as_deref(), Some(&b"cert"[..]));
+        assert_eq!(tls.key_pem.as_deref(), Some(&b"key"[..]));
+        assert_eq!(options.config().validate(), Ok(()));
+
+        // The last of a file and PEM bytes for one item wins.
+        let tls = TlsOptions::new()
+            .ca_pem(b"ca".to_vec())
+            .ca_file("/ca.pem")
+            .client_cert_pem(b"cert".to_vec(), b"key".to_vec())
+            .client_cert("/c.pem", "/k.pem");
+        let options = ConnectOptions::new().ssl(tls);
+        let tls = options.config().tls.clone().unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(tls.ca_pem, None);
+        assert_eq!((tls.cert_pem, tls.key_pem), (None, None));
+    }
+
+    #[cfg(feature = "tls-ring")]
+    #[test]
+    fn a_ready_client_config_conflicts_with_the_urls_ca_file() {
+        use amqp_conn::rustls;
+        let client_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let ready = TlsOptions::new().client_config(std::sync::Arc::new(client_config));
+        let options = ConnectOptions::new().host("h").ssl(ready.clone());
+        assert_eq!(options.config().validate(), Ok(()));
+        assert_eq!(options.config().port, 5671);
+        let options = ConnectOptions::from_url("amqps://h/?cafile=/ca.pem")
+            .unwrap()
+            .ssl(ready);
+        assert!(matches!(
+            options.config().validate(),
+            Err(amqp_conn::ConfigError::InvalidValue {
+                name: "client_config",
+                ..
+            })
+        ));
+    }
+
+    #[cfg(not(feature = "__tls"))]
+    #[tokio::test]
+    async fn without_tls_support_tls_is_refused_before_connecting() {
+        use amqp_conn::ConfigError;
+        let not_compiled = |result: Result<Connection>| match result {
+            Err(Error::Amqp(amqp_conn::Error::Config(ConfigError::TlsNotCompiled {
+                requested_by,
+            }))) => requested_by,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            not_compiled(connect("amqps://127.0.0.1:1/").await),
+            "the amqps:// scheme"
+        );
+        let err = ConnectOptions::from_url("amqps://127.0.0.1").unwrap_err();
+        assert!(
+            err.to_string().contains("enable the `tls` feature"),
+            "{err}"
+        );
+        let options = ConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1)
+            .ssl(TlsOptions::new().ca_file("/ca.pem"));
+        assert_eq!(
+            not_compiled(connect_with(options).await),
+            "the TLS settings"
+        );
+    }
+
+    #[test]
     fn login_and_password_are_set_independently() {
         let options = ConnectOptions::new().password("secret").login("app");
         assert_eq!(options.config().credentials.username, "app");
@@ -198,7 +297,42 @@ mod tests {
     }
 }
 
-/// TLS settings: which CA to trust, client certificate for mutual TLS.
+/// TLS settings: which CA to trust, client certificate for mutual TLS;
+/// given to [`ConnectOptions::ssl`].
+///
+/// The CA and the client certificate and key come from PEM files or from
+/// PEM bytes in memory; or a ready rustls configuration
+/// (`TlsOptions::client_config`, with the `tls` feature) stands for all of
+/// them.
+///
+/// ```no_run
+/// # async fn example() -> pika::Result<()> {
+/// use pika::{AuthMechanism, ConnectOptions, TlsOptions};
+///
+/// // Files:
+/// let tls = TlsOptions::new()
+///     .ca_file("/etc/rabbitmq/ca.pem")
+///     .client_cert("/etc/app/client.pem", "/etc/app/client.key");
+///
+/// // Or the same as PEM bytes, from a secret store or include_bytes!:
+/// # let (ca_pem, cert_pem, key_pem) = (Vec::new(), Vec::new(), Vec::new());
+/// let tls = TlsOptions::new()
+///     .ca_pem(ca_pem)
+///     .client_cert_pem(cert_pem, key_pem);
+///
+/// let connection = pika::connect_with(
+///     ConnectOptions::new()
+///         .host("rabbit.example")
+///         .auth_mechanism(AuthMechanism::External)
+///         .ssl(tls),
+/// )
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Needs the `tls` feature (on by default): without it, connecting with
+/// TLS settings fails with [`amqp_conn::ConfigError::TlsNotCompiled`].
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions(TlsConfig);
 
@@ -211,6 +345,15 @@ impl TlsOptions {
     /// Trust the CA certificates in this PEM file instead.
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.0.ca_file = Some(path.into());
+        self.0.ca_pem = None;
+        self
+    }
+
+    /// Trust these CA certificates instead, given as PEM bytes (one or more
+    /// `CERTIFICATE` blocks): [`TlsOptions::ca_file`] without a file.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.0.ca_pem = Some(pem.into());
+        self.0.ca_file = None;
         self
     }
 
@@ -218,6 +361,19 @@ impl TlsOptions {
     pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.0.cert_file = Some(cert.into());
         self.0.key_file = Some(key.into());
+        self.0.cert_pem = None;
+        self.0.key_pem = None;
+        self
+    }
+
+    /// Present this client certificate, given as PEM bytes: the chain and
+    /// the private key (PKCS#8, PKCS#1 or SEC1).
+    /// [`TlsOptions::client_cert`] without files.
+    pub fn client_cert_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.0.cert_pem = Some(cert.into());
+        self.0.key_pem = Some(key.into());
+        self.0.cert_file = None;
+        self.0.key_file = None;
         self
     }
 
@@ -231,6 +387,42 @@ impl TlsOptions {
     /// read and change the traffic. For tests only.
     pub fn dangerous_accept_invalid_certs(mut self) -> Self {
         self.0.dangerous_accept_invalid_certs = true;
+        self
+    }
+
+    /// Use this ready rustls configuration as it is: its roots, verifier,
+    /// client certificate and crypto provider. It stands for the CA,
+    /// client certificate and verification settings (giving both, here or
+    /// in the URL, fails on connect); [`TlsOptions::server_name`] still
+    /// applies. Build it with the rustls that pika re-exports
+    /// ([`crate::rustls`]), so the versions match.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pika::rustls::{ClientConfig, RootCertStore};
+    /// use pika::{ConnectOptions, TlsOptions};
+    ///
+    /// # #[cfg(feature = "tls-ring")]
+    /// # let provider = pika::rustls::crypto::ring::default_provider();
+    /// # #[cfg(all(feature = "tls-aws-lc-rs", not(feature = "tls-ring")))]
+    /// # let provider = pika::rustls::crypto::aws_lc_rs::default_provider();
+    /// let roots = RootCertStore::empty(); // add the CA certificates here
+    /// let client_config = ClientConfig::builder_with_provider(Arc::new(provider))
+    ///     .with_safe_default_protocol_versions()
+    ///     .unwrap()
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let options = ConnectOptions::new()
+    ///     .host("rabbit.example")
+    ///     .ssl(TlsOptions::new().client_config(Arc::new(client_config)));
+    /// assert_eq!(options.config().port, 5671);
+    /// ```
+    #[cfg(feature = "__tls")]
+    pub fn client_config(
+        mut self,
+        config: std::sync::Arc<amqp_conn::rustls::ClientConfig>,
+    ) -> Self {
+        self.0.client_config = Some(config);
         self
     }
 }

@@ -51,6 +51,39 @@
 //! Every handle is cheap to clone. Dropping the last handle of a channel
 //! closes it; dropping the last handle of a connection (and its channels)
 //! closes the connection. Nothing blocks in a drop.
+//!
+//! ## Features
+//!
+//! | feature | default | what it does |
+//! |---|---|---|
+//! | `tls` | yes | TLS (`amqps://`, [`TlsOptions`]) with rustls and the ring crypto provider; the same as `tls-ring` |
+//! | `tls-ring` | (by `tls`) | TLS with the ring crypto provider |
+//! | `tls-aws-lc-rs` | no | TLS with the aws-lc-rs crypto provider (builds C code with a C compiler, and cmake on some platforms); with both provider features on, aws-lc-rs is used |
+//!
+//! Without TLS (`default-features = false`) no rustls, ring or platform
+//! certificate crates are built. An `amqps://` URL or TLS parameter is
+//! then refused when parsed, and [`ConnectOptions::ssl`] settings when
+//! connecting, with [`amqp_conn::ConfigError::TlsNotCompiled`] (inside
+//! [`Error::Amqp`]), which says to enable the `tls` feature:
+//!
+//! ```toml
+//! # Plain AMQP only:
+//! pika = { version = "0.1", default-features = false }
+//! # TLS with aws-lc-rs instead of ring:
+//! pika = { version = "0.1", default-features = false, features = ["tls-aws-lc-rs"] }
+//! ```
+//!
+//! With TLS, `rustls` is re-exported to build a ready configuration
+//! for `TlsOptions::client_config`; certificates and keys can also be
+//! given as PEM bytes ([`TlsOptions::ca_pem`],
+//! [`TlsOptions::client_cert_pem`]).
+//!
+//! The `url` crate brings Unicode tables for international domain names
+//! (IDNA), which AMQP URLs never use (`amqp://` hosts are opaque to the URL
+//! standard). An application that parses no other URLs with non-ASCII
+//! domain names can leave the tables out by pinning the IDNA back end in
+//! its own `Cargo.toml`: `idna_adapter = "=1.0.0"` (42 crates become 26
+//! without TLS; see the README's "Dependencies and features").
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -80,6 +113,11 @@ pub use incoming::{IncomingMessage, Process, ProcessGuard};
 pub use message::{table, DeliveryMode, Message, MessageInfo, ReturnedMessage};
 pub use queue::{Bind, Cancel, Consume, Delete, Get, IterateQueue, Purge, Queue, QueueIterator};
 pub use transaction::{Transaction, TransactionScope};
+
+/// The rustls that pika uses, to build a ready configuration for
+/// [`TlsOptions::client_config`] (with the `tls` feature).
+#[cfg(feature = "__tls")]
+pub use amqp_conn::rustls;
 
 /// The connection layer pika is built on.
 pub use amqp_conn;
