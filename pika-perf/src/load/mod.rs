@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod output;
 pub mod producer;
 pub mod stats;
+pub mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
