@@ -7,8 +7,8 @@
 //! written for PerfTest runs the same load with pika.
 //!
 //! ```text
-//! # PerfTest's documentation's first example, and a CSV file:
-//! pika-perf -x 1 -y 2 -u "throughput-test-1" -a --id "test 1" -h amqp://guest:guest@127.0.0.1:5672/%2f -z 10 -o run.csv
+//! # PerfTest's documentation's first example, and a CSV file and a picture:
+//! pika-perf -x 1 -y 2 -u "throughput-test-1" -a --id "test 1" -h amqp://guest:guest@127.0.0.1:5672/%2f -z 10 -o run.csv --plot run.svg
 //! # Confirms (100 in flight), persistent messages, prefetch 500, 30 s:
 //! pika-perf -x 2 -y 4 -u "throughput-test-2" -c 100 -f persistent -q 500 -z 30
 //! # 10 queues perf-test-1 .. perf-test-10, producers and consumers spread over them:
@@ -117,7 +117,7 @@ pub enum MessageFlag {
 const EXAMPLES: &str = "\
 Examples (PerfTest's flags):
   pika-perf -x 1 -y 2 -u throughput-test-1 -a --id 'test 1' -h amqp://guest:guest@127.0.0.1:5672/%2f -z 10
-  pika-perf -x 2 -y 4 -c 100 -f persistent -q 500 -z 30 -o run.csv
+  pika-perf -x 2 -y 4 -c 100 -f persistent -q 500 -z 30 -o run.csv --plot run.svg
   pika-perf -x 10 -y 10 --queue-pattern 'perf-test-%d' --queue-pattern-from 1 --queue-pattern-to 10 -r 100
   pika-perf -x 1 -y 0 -u backlog -ad false -C 100000      (fill a queue and keep it)
   pika-perf --scenario consume --n 200000 --client raw    (a fixed scenario, one JSON line)
@@ -342,6 +342,10 @@ pub struct Args {
     #[arg(short = 'o', long, value_name = "FILE.csv")]
     pub output_file: Option<PathBuf>,
 
+    /// Draw msgs/s and latency p50/p99 over time into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
     /// The test id, at the start of the report lines (default: test-HHMMSS-mmm, UTC).
     #[arg(short = 'd', long)]
     pub id: Option<String>,
@@ -512,6 +516,7 @@ impl Args {
             duration,
             interval,
             output_file: self.output_file.clone(),
+            plot: self.plot.clone(),
             rt: self.rt,
         })
     }

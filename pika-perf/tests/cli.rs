@@ -1,6 +1,6 @@
 //! The `pika-perf` binary with PerfTest's flags against the local
 //! RabbitMQ (`AMQP_URL` or amqp://guest:guest@127.0.0.1:5672/%2f): a
-//! short run writes its summary and CSV file and deletes its
+//! short run writes its summary, CSV file and picture and deletes its
 //! queues; a message limit ends a run; Ctrl-C ends a run with the summary
 //! and deletes the queues. Correctness only: no timing assertions.
 
@@ -86,9 +86,10 @@ fn temp_file(name: &str) -> PathBuf {
 }
 
 #[test]
-fn a_short_run_prints_a_summary_writes_csv_and_deletes_its_queue() {
+fn a_short_run_prints_a_summary_writes_csv_and_svg_and_deletes_its_queue() {
     let queue = unique_name("short");
     let csv = temp_file("run.csv");
+    let svg = temp_file("run.svg");
     let child = pika_perf(&[
         "-x",
         "1",
@@ -105,6 +106,8 @@ fn a_short_run_prints_a_summary_writes_csv_and_deletes_its_queue() {
         "2",
         "-o",
         csv.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
     ])
     .spawn()
     .expect("pika-perf starts");
@@ -140,7 +143,10 @@ fn a_short_run_prints_a_summary_writes_csv_and_deletes_its_queue() {
             .all(|row| row.starts_with("short run,") && row.split(',').count() == 17),
         "{rows:?}"
     );
+    let picture = std::fs::read_to_string(&svg).expect("the SVG file");
+    assert!(picture.starts_with("<svg") && picture.contains("<polyline"));
     let _ = std::fs::remove_file(csv);
+    let _ = std::fs::remove_file(svg);
 }
 
 #[test]

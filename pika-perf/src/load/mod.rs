@@ -21,6 +21,7 @@
 
 pub mod consumer;
 pub mod output;
+pub mod plot;
 pub mod producer;
 pub mod stats;
 pub mod topology;
@@ -134,6 +135,8 @@ pub struct LoadConfig {
     pub interval: Duration,
     /// Where to write the report lines as CSV (PerfTest's format).
     pub output_file: Option<PathBuf>,
+    /// Where to write the SVG picture of the run.
+    pub plot: Option<PathBuf>,
     /// The runtime.
     pub rt: Rt,
 }
@@ -239,7 +242,7 @@ pub fn run_blocking(config: &LoadConfig, json: bool) -> Result<LoadReport> {
 
 /// Runs the load on the current runtime: a line per interval (on stderr
 /// with `json`), then the summary (or, with `json`, one JSON line on
-/// stdout); writes the CSV file when asked.
+/// stdout); writes the CSV file and the plot when asked.
 ///
 /// The queues this run declared are deleted at the end (unless
 /// `auto_delete` is off), after a failure too.
@@ -279,7 +282,41 @@ pub async fn run(config: &LoadConfig, json: bool, interrupt: Interrupt) -> Resul
         }
     };
     reporter.summary(&report, &latency.0, &latency.1);
+    if let Some(path) = &config.plot {
+        let title = format!("pika-perf, id: {}", config.id);
+        plot::write_svg(path, &title, &plot_subtitle(config), reporter.samples())?;
+    }
     Ok(report)
+}
+
+/// The run's set-up in a few words, under the plot's title.
+fn plot_subtitle(config: &LoadConfig) -> String {
+    let mut parts = vec![
+        format!("producers {}", config.producers),
+        format!("consumers {}", config.consumers),
+        format!("{} B", config.body_size()),
+    ];
+    if config.rate > 0.0 {
+        parts.push(format!("{} msg/s each", config.rate));
+    }
+    parts.push(match config.confirm {
+        0 => "no confirms".to_string(),
+        window => format!("confirms ({window} in flight)"),
+    });
+    parts.push(if config.auto_ack {
+        "auto-ack".to_string()
+    } else {
+        format!("prefetch {}", config.prefetch)
+    });
+    if config.persistent {
+        parts.push("persistent".to_string());
+    }
+    let queues = &config.topology.queues;
+    parts.push(match queues.as_slice() {
+        [one] => format!("queue {one} ({})", config.queue_type.name()),
+        _ => format!("{} {} queues", queues.len(), config.queue_type.name()),
+    });
+    parts.join(", ")
 }
 
 /// The whole run's consumer and confirm latencies.

@@ -189,8 +189,8 @@ impl LatencyStats {
     }
 }
 
-/// One reporting interval (`-i`): rates and latencies, as printed and
-/// written to the CSV file.
+/// One reporting interval (`-i`): rates and latencies, as printed, written
+/// to the CSV file and drawn by `--plot`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalSample {
     /// Seconds from the start of the run to the end of the interval.
@@ -341,7 +341,8 @@ impl CsvFile {
 }
 
 /// Prints a run for a person (stdout), or per-interval lines on stderr and
-/// one JSON line on stdout; writes the CSV file; keeps the samples.
+/// one JSON line on stdout; writes the CSV file; keeps the samples for
+/// the plot.
 #[derive(Debug)]
 pub struct Reporter {
     json: bool,
