@@ -154,13 +154,14 @@ pub struct Args {
     )]
     pub uris: Vec<String>,
 
-    /// Run this fixed scenario and print one JSON line.
-    #[arg(long, value_enum)]
+    /// Run this fixed scenario and print one JSON line (free-form load's
+    /// flags other than -C/--n, -s, -h and --rt do not apply).
+    #[arg(long, value_enum, help_heading = "Fixed scenarios")]
     pub scenario: Option<Scenario>,
 
     /// The client that runs a fixed scenario (lapin and amqprs need the
     /// cargo features of the same names).
-    #[arg(long, value_enum, default_value_t = ClientKind::Pika)]
+    #[arg(long, value_enum, default_value_t = ClientKind::Pika, help_heading = "Fixed scenarios")]
     pub client: ClientKind,
 
     /// Messages each producer sends (0: no limit); in a scenario, the
@@ -184,16 +185,17 @@ pub struct Args {
     pub size: usize,
 
     /// Bodies are random JSON documents of --size bytes (the timestamp
-    /// goes in a header).
+    /// goes in a header). PerfTest's -jb.
     #[arg(long)]
     pub json_body: bool,
 
-    /// The tokio runtime: ct (current_thread) or mt (multi_thread, 2 workers).
+    /// The tokio runtime: ct (current_thread) or mt (multi_thread, 2
+    /// workers).
     #[arg(long, value_enum, default_value_t = Rt::Ct)]
     pub rt: Rt,
 
     /// rpc scenario: replies over direct reply-to instead of a callback queue.
-    #[arg(long)]
+    #[arg(long, help_heading = "Fixed scenarios")]
     pub direct_reply_to: bool,
 
     /// Print one JSON line per run on stdout (the interval lines go to stderr).
@@ -262,15 +264,16 @@ pub struct Args {
     pub queue: Option<String>,
 
     /// Several queues: a name with %d, numbered from
-    /// --queue-pattern-from to --queue-pattern-to (e.g. 'perf-test-%d').
+    /// --queue-pattern-from to --queue-pattern-to (e.g. 'perf-test-%d');
+    /// producers and consumers go round robin over them. PerfTest's -qp.
     #[arg(long, value_name = "PATTERN", conflicts_with = "queue")]
     pub queue_pattern: Option<String>,
 
-    /// The first number of --queue-pattern.
+    /// The first number of --queue-pattern. PerfTest's -qpf.
     #[arg(long, value_name = "N")]
     pub queue_pattern_from: Option<u32>,
 
-    /// The last number of --queue-pattern (included).
+    /// The last number of --queue-pattern (included). PerfTest's -qpt.
     #[arg(long, value_name = "N")]
     pub queue_pattern_to: Option<u32>,
 
@@ -293,7 +296,7 @@ pub struct Args {
     pub predeclared: bool,
 
     /// Declare classic queues auto-delete and delete the queues declared
-    /// at the end (false: keep them).
+    /// at the end (false: keep them). PerfTest's -ad.
     #[arg(
         long,
         value_name = "true|false",
@@ -303,7 +306,7 @@ pub struct Args {
     pub auto_delete: bool,
 
     /// Queue arguments, KEY=VALUE, comma-separated or repeated (integers
-    /// and true/false are typed, the rest are strings).
+    /// and true/false are typed, the rest are strings). PerfTest's -qa.
     #[arg(
         long = "queue-args",
         visible_alias = "queue-arg",
@@ -317,11 +320,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = QueueType::Classic)]
     pub queue_type: QueueType,
 
-    /// Same as --queue-type quorum.
+    /// Same as --queue-type quorum. PerfTest's -qq.
     #[arg(long, conflicts_with_all = ["queue_type", "stream_queue"])]
     pub quorum_queue: bool,
 
-    /// Same as --queue-type stream.
+    /// Same as --queue-type stream. PerfTest's -sq.
     #[arg(long, conflicts_with = "queue_type")]
     pub stream_queue: bool,
 
