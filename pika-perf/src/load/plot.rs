@@ -30,13 +30,14 @@ struct Series<'a> {
     values: Vec<Option<f64>>,
 }
 
-/// One chart: a title, its y unit and its lines, drawn between `top` and
-/// `bottom` (pixels).
+/// One chart: a title, its lines and how its y ticks read, drawn between
+/// `top` and `bottom` (pixels).
 struct Chart<'a> {
     title: &'a str,
     top: f64,
     bottom: f64,
     series: Vec<Series<'a>>,
+    y_label: fn(f64) -> String,
 }
 
 /// Writes the SVG of `samples` to `path`.
@@ -56,8 +57,8 @@ pub fn write_svg(
 }
 
 /// The SVG document of `samples`, titled `title`, with `subtitle` (the
-/// run's set-up) under it. Latencies are drawn in ms when they reach
-/// 10 ms, else in µs.
+/// run's set-up) under it. Latencies are drawn in µs, in ms once they
+/// reach 2 ms, in s once they reach 2 s.
 ///
 /// ```
 /// use pika_perf::load::output::IntervalSample;
@@ -96,10 +97,10 @@ pub fn svg(title: &str, subtitle: &str, samples: &[IntervalSample]) -> String {
         .filter_map(|s| s.consumer_latency.as_ref().map(|l| l.p99))
         .max()
         .unwrap_or(0);
-    let (unit, per_unit) = if largest_latency >= 10_000 {
-        ("ms", 1000.0)
-    } else {
-        ("µs", 1.0)
+    let (unit, per_unit) = match largest_latency {
+        0..2_000 => ("µs", 1.0),
+        2_000..2_000_000 => ("ms", 1e3),
+        _ => ("s", 1e6),
     };
     let latency = |pick: fn(&super::output::LatencyStats) -> u64| -> Vec<Option<f64>> {
         samples
@@ -118,6 +119,7 @@ pub fn svg(title: &str, subtitle: &str, samples: &[IntervalSample]) -> String {
             top: 70.0,
             bottom: 300.0,
             series: rates,
+            y_label: short_number,
         },
         Chart {
             title: &latency_title,
@@ -135,6 +137,7 @@ pub fn svg(title: &str, subtitle: &str, samples: &[IntervalSample]) -> String {
                     values: latency(|l| l.p99),
                 },
             ],
+            y_label: plain_number,
         },
     ];
 
@@ -206,7 +209,7 @@ fn draw_chart(out: &mut String, chart: &Chart<'_>, times: &[f64], x_ticks: &[f64
             r##"<line x1="{LEFT}" y1="{py:.1}" x2="{RIGHT}" y2="{py:.1}" stroke="#e0e0e0"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             LEFT - 6.0,
             y(value) + 4.0,
-            short_number(value),
+            (chart.y_label)(value),
             py = y(value),
         );
     }
@@ -324,6 +327,13 @@ fn short_number(value: f64) -> String {
     }
 }
 
+/// `1500` as `1500`, `0.25` as `0.25`: for latencies, whose unit is
+/// already scaled.
+fn plain_number(value: f64) -> String {
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// `text` with XML's special characters escaped.
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -425,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn large_latencies_are_drawn_in_milliseconds() {
+    fn large_latencies_are_drawn_in_milliseconds_or_seconds() {
         let mut slow = samples(2);
         for sample in &mut slow {
             sample.consumer_latency = sample.consumer_latency.map(|l| LatencyStats {
@@ -434,10 +444,21 @@ mod tests {
                 ..l
             });
         }
-        let svg = svg("slow", "", &slow);
-        assert!(svg.contains("consumer latency, ms"));
+        let in_ms = svg("slow", "", &slow);
+        assert!(in_ms.contains("consumer latency, ms"));
         // 45 ms: the axis ends at 50.
-        assert!(svg.contains(">50<"), "{svg}");
+        assert!(in_ms.contains(">50<"), "{in_ms}");
+        for sample in &mut slow {
+            sample.consumer_latency = sample.consumer_latency.map(|l| LatencyStats {
+                p50: 1_500_000,
+                p99: 3_900_000,
+                ..l
+            });
+        }
+        let in_s = svg("slower", "", &slow);
+        assert!(in_s.contains("consumer latency, s "));
+        // 3.9 s: ticks 0, 1, 2, 3, 4 s, without a "k".
+        assert!(in_s.contains(">4<") && !in_s.contains(">4k<"), "{in_s}");
     }
 
     #[test]
