@@ -26,8 +26,37 @@ const RIGHT: f64 = 790.0;
 struct Series<'a> {
     name: &'a str,
     color: &'a str,
+    /// How the line is drawn, so that lines on top of each other (sent,
+    /// received and confirmed at the same rate) all stay visible: a wide
+    /// solid line under narrower dashed and dotted ones.
+    style: LineStyle,
     /// A value per sample; `None` breaks the line.
     values: Vec<Option<f64>>,
+}
+
+/// The stroke of a line.
+#[derive(Clone, Copy)]
+enum LineStyle {
+    /// Solid, wide: drawn first.
+    Wide,
+    /// Solid.
+    Solid,
+    /// Dashed.
+    Dashed,
+    /// Dotted.
+    Dotted,
+}
+
+impl LineStyle {
+    /// The SVG stroke attributes.
+    fn attributes(self) -> &'static str {
+        match self {
+            LineStyle::Wide => r#"stroke-width="4" stroke-opacity="0.6""#,
+            LineStyle::Solid => r#"stroke-width="1.8""#,
+            LineStyle::Dashed => r#"stroke-width="1.8" stroke-dasharray="7 4""#,
+            LineStyle::Dotted => r#"stroke-width="2" stroke-dasharray="2 3""#,
+        }
+    }
 }
 
 /// One chart: a title, its lines and how its y ticks read, drawn between
@@ -77,11 +106,13 @@ pub fn svg(title: &str, subtitle: &str, samples: &[IntervalSample]) -> String {
         Series {
             name: "sent",
             color: "#1f77b4",
+            style: LineStyle::Wide,
             values: samples.iter().map(|s| Some(s.sent_per_s)).collect(),
         },
         Series {
             name: "received",
             color: "#ff7f0e",
+            style: LineStyle::Dashed,
             values: samples.iter().map(|s| Some(s.received_per_s)).collect(),
         },
     ];
@@ -89,6 +120,7 @@ pub fn svg(title: &str, subtitle: &str, samples: &[IntervalSample]) -> String {
         rates.push(Series {
             name: "confirmed",
             color: "#9467bd",
+            style: LineStyle::Dotted,
             values: samples.iter().map(|s| Some(s.confirmed_per_s)).collect(),
         });
     }
@@ -129,11 +161,13 @@ pub fn svg(title: &str, subtitle: &str, samples: &[IntervalSample]) -> String {
                 Series {
                     name: "p50",
                     color: "#2ca02c",
+                    style: LineStyle::Solid,
                     values: latency(|l| l.p50),
                 },
                 Series {
                     name: "p99",
                     color: "#d62728",
+                    style: LineStyle::Solid,
                     values: latency(|l| l.p99),
                 },
             ],
@@ -249,19 +283,21 @@ fn draw_chart(out: &mut String, chart: &Chart<'_>, times: &[f64], x_ticks: &[f64
             } else {
                 let _ = writeln!(
                     out,
-                    r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.8"/>"#,
+                    r#"<polyline points="{}" fill="none" stroke="{}" {}/>"#,
                     points.join(" "),
-                    series.color
+                    series.color,
+                    series.style.attributes()
                 );
             }
         }
         let legend_y = chart.top + 10.0 + 20.0 * index as f64;
         let _ = writeln!(
             out,
-            r#"<line x1="{}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+            r#"<line x1="{}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{}" {}/><text x="{}" y="{}">{}</text>"#,
             RIGHT + 15.0,
             RIGHT + 40.0,
             series.color,
+            series.style.attributes(),
             RIGHT + 46.0,
             legend_y + 4.0,
             escape(series.name)
