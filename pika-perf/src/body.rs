@@ -64,3 +64,98 @@ pub fn timestamp_ns(body: &[u8]) -> Option<u64> {
 pub fn latency_us(body: &[u8]) -> Option<u64> {
     timestamp_ns(body).map(|sent| now_ns().saturating_sub(sent) / 1_000)
 }
+
+/// The header that carries the producer's clock (nanoseconds since the
+/// Unix epoch, a signed 64-bit integer) when the body is not pika-perf's
+/// own: with `--json-body` the body is a JSON document.
+pub const SENT_AT_HEADER: &str = "pika-perf-sent-at-ns";
+
+/// Microseconds from `sent_ns` (nanoseconds since the Unix epoch) to now.
+pub fn latency_since_us(sent_ns: u64) -> u64 {
+    now_ns().saturating_sub(sent_ns) / 1_000
+}
+
+/// `count` JSON documents of about `size` bytes each (at least `{ }`), as
+/// PerfTest's `--json-body` makes them: objects of random lowercase field
+/// names and random alphanumeric string values, drawn from a shared pool
+/// so that documents look alike, as an application's would. `seed` makes
+/// them reproducible.
+///
+/// ```
+/// let bodies = pika_perf::body::json_bodies(200, 3, 7);
+/// assert_eq!(bodies.len(), 3);
+/// let text = std::str::from_utf8(&bodies[0]).unwrap();
+/// assert!(text.starts_with("{ \"") && text.ends_with(" }"));
+/// assert!(bodies[0].len() >= 200);
+/// ```
+pub fn json_bodies(size: usize, count: usize, seed: u64) -> Vec<Bytes> {
+    const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const POOL: usize = 100;
+    let mut random = XorShift(seed | 1);
+    let fields: Vec<String> = (0..POOL).map(|_| random.word(LOWER, 30)).collect();
+    let values: Vec<String> = (0..POOL).map(|_| random.word(ALPHANUMERIC, 60)).collect();
+    (0..count)
+        .map(|_| {
+            let mut text = String::from("{ ");
+            loop {
+                let field = &fields[random.below(POOL)];
+                let value = &values[random.below(POOL)];
+                text.push_str(&format!("\"{field}\" : \"{value}\""));
+                if text.len() + 2 >= size {
+                    break;
+                }
+                text.push_str(", ");
+            }
+            text.push_str(" }");
+            Bytes::from(text)
+        })
+        .collect()
+}
+
+/// A small pseudo-random generator (xorshift64): JSON bodies need
+/// variety, not quality.
+struct XorShift(u64);
+
+impl XorShift {
+    /// A number in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    /// A word of 5 to `max` characters from `alphabet`.
+    fn word(&mut self, alphabet: &[u8], max: usize) -> String {
+        let len = 5 + self.below(max - 4);
+        (0..len)
+            .map(|_| char::from(alphabet[self.below(alphabet.len())]))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_bodies_are_json_objects_of_about_the_size_asked() {
+        for size in [0, 16, 100, 1000, 4096] {
+            for body in json_bodies(size, 5, 42) {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&body).expect("a JSON document");
+                assert!(value.is_object());
+                assert!(body.len() >= size, "{} < {size}", body.len());
+                // One field more than needed at most.
+                assert!(body.len() < size + 100, "{} for {size}", body.len());
+            }
+        }
+    }
+
+    #[test]
+    fn json_bodies_are_reproducible_from_the_seed() {
+        assert_eq!(json_bodies(300, 2, 9), json_bodies(300, 2, 9));
+        assert_ne!(json_bodies(300, 2, 9), json_bodies(300, 2, 10));
+    }
+}

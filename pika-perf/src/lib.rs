@@ -2,10 +2,12 @@
 //!
 //! The load tool of pika. Two modes:
 //!
-//! - **Free-form load** ([`load`]): producers and consumers on as many
-//!   connections as asked, with rate limits, confirms, acks and queue
-//!   types of your choice; a line per second, then a summary with a
-//!   latency histogram.
+//! - **Free-form load** ([`load`]) on the `pika` API, with RabbitMQ
+//!   PerfTest's command line flags ([`cli`]): producers and consumers
+//!   spread over queues and connections, with rate limits, confirms, acks
+//!   and queue types of your choice; a line per interval (also as
+//!   PerfTest's CSV, and as an SVG picture), then a summary with a latency
+//!   histogram. Ctrl-C ends a run with its summary and deletes its queues.
 //! - **Fixed scenarios** ([`scenario`]): `publish`, `publish_confirm`,
 //!   `consume` and `rpc`, run the same way with pika, lapin, amqprs or a
 //!   raw socket client ([`clients`]), each printing one JSON line

@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use pika_perf::cli::Args;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_perftest();
     if let Some(config) = args.scenario_config() {
         return match pika_perf::run_scenario_blocking(&config) {
             Ok(report) => {
@@ -25,7 +24,7 @@ fn main() -> ExitCode {
     let config = match args.load_config() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("pika-perf: {error}");
+            eprintln!("pika-perf: {error} (see pika-perf --help)");
             return ExitCode::from(2);
         }
     };

@@ -46,7 +46,7 @@ pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub enum Scenario {
     /// Publish N messages without confirms.
     Publish,
-    /// Publish N messages with confirms, a window of [`CONFIRM_WINDOW`].
+    /// Publish N messages with confirms, at most 1000 unconfirmed.
     PublishConfirm,
     /// Consume N messages from a filled queue, acking each.
     Consume,
@@ -114,7 +114,7 @@ impl fmt::Display for Rt {
 /// Which client runs a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum ClientKind {
-    /// pika (for now its connection layer, amqp-conn).
+    /// pika, through its public API (`src/clients/pika.rs`).
     #[default]
     Pika,
     /// lapin (needs the `lapin` feature).

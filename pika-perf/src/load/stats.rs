@@ -10,10 +10,10 @@ use crate::scenario::latency_histogram;
 
 /// What the producers and consumers of a load run counted.
 ///
-/// Counters are atomics. Latencies go into one histogram per consumer
-/// behind its own mutex, which only the reporter contends for, once a
-/// second: a lock per message that is never contended costs a few
-/// nanoseconds.
+/// Counters are atomics. Latencies go into one histogram per producer or
+/// consumer behind its own mutex, which only the reporter contends for,
+/// once an interval: a lock per message that is never contended costs a
+/// few nanoseconds.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Messages published.
@@ -26,11 +26,47 @@ pub struct Stats {
     pub returned: AtomicU64,
     /// Messages consumed.
     pub received: AtomicU64,
-    latencies: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
+    /// Consumer latency: from the producer's clock in the message to its
+    /// arrival at a consumer.
+    pub consumer_latency: Latencies,
+    /// Confirm latency: from a publish to the broker's confirm of it.
+    pub confirm_latency: Latencies,
 }
 
-/// One consumer's latency histogram (microseconds), registered with
-/// [`Stats::latency_recorder`].
+/// The latency histograms (microseconds) of one kind, one per producer or
+/// consumer, registered with [`Latencies::recorder`].
+#[derive(Debug, Default)]
+pub struct Latencies {
+    histograms: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
+}
+
+impl Latencies {
+    /// A new histogram for one producer or consumer.
+    pub fn recorder(&self) -> LatencyRecorder {
+        let histogram = Arc::new(Mutex::new(latency_histogram()));
+        if let Ok(mut all) = self.histograms.lock() {
+            all.push(histogram.clone());
+        }
+        LatencyRecorder(histogram)
+    }
+
+    /// Takes the latencies recorded since the last call, merged, and
+    /// resets the histograms.
+    pub fn take(&self) -> Histogram<u64> {
+        let mut merged = latency_histogram();
+        if let Ok(all) = self.histograms.lock() {
+            for histogram in all.iter() {
+                if let Ok(mut histogram) = histogram.lock() {
+                    let _ = merged.add(&*histogram);
+                    histogram.reset();
+                }
+            }
+        }
+        merged
+    }
+}
+
+/// One producer's or consumer's latency histogram (microseconds).
 #[derive(Debug, Clone)]
 pub struct LatencyRecorder(Arc<Mutex<Histogram<u64>>>);
 
@@ -72,7 +108,7 @@ impl Counts {
 }
 
 impl Stats {
-    /// Adds one to a counter.
+    /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -87,29 +123,5 @@ impl Stats {
             returned: get(&self.returned),
             received: get(&self.received),
         }
-    }
-
-    /// A new consumer's histogram.
-    pub fn latency_recorder(&self) -> LatencyRecorder {
-        let histogram = Arc::new(Mutex::new(latency_histogram()));
-        if let Ok(mut all) = self.latencies.lock() {
-            all.push(histogram.clone());
-        }
-        LatencyRecorder(histogram)
-    }
-
-    /// Takes the latencies recorded since the last call, merged, and
-    /// resets the consumers' histograms.
-    pub fn take_latencies(&self) -> Histogram<u64> {
-        let mut merged = latency_histogram();
-        if let Ok(all) = self.latencies.lock() {
-            for histogram in all.iter() {
-                if let Ok(mut histogram) = histogram.lock() {
-                    let _ = merged.add(&*histogram);
-                    histogram.reset();
-                }
-            }
-        }
-        merged
     }
 }
