@@ -1,7 +1,7 @@
 //! # pika-patterns
 //!
 //! The patterns of aio-pika's "Patterns and helpers" chapter for
-//! [pika](https://docs.rs/pika), built on pika's public API only:
+//! [pika](https://docs.rs/pika-amqp), built on pika's public API only:
 //!
 //! - [`Master`] and [`Worker`]: tasks published to a durable queue named
 //!   after the task, taken by as many workers as run; a handler settles

@@ -3,7 +3,7 @@
 //! each test starts the compiled example binaries and checks what they
 //! print.
 //!
-//! The binaries are built once per run with `cargo build -p pika
+//! The binaries are built once per run with `cargo build -p pika-amqp
 //! --examples` (`cargo test --test examples` builds only this test). The
 //! examples use fixed queue and exchange names (`hello`, `task_queue`,
 //! `logs`, ...), so the tests run one at a time (a lock) and delete those
@@ -26,12 +26,12 @@ use pika_test_support::example_runner::{self, Example, TIMEOUT};
 
 /// The folder of pika's example binaries, built on first use.
 fn examples_dir() -> PathBuf {
-    example_runner::examples_dir("pika")
+    example_runner::examples_dir("pika-amqp")
 }
 
 /// Starts pika's example `name` (see [`example_runner::start`]).
 fn start(name: &str, args: &[&str], max_messages: Option<usize>) -> Example {
-    example_runner::start("pika", name, args, max_messages)
+    example_runner::start("pika-amqp", name, args, max_messages)
 }
 
 fn url() -> String {
