@@ -67,3 +67,22 @@ async fn extending_serializers_speaks_gzip_json_on_both_sides() {
         "{stdout}"
     );
 }
+
+/// Every patterns and pooling example, run against a broken URL, a wrong
+/// password and a port where no broker listens, fails with one line a
+/// person reads: no Debug dump, no password.
+#[tokio::test]
+async fn every_example_fails_with_one_readable_line_and_no_password() {
+    example_runner::assert_every_example_fails_readably(
+        "pika-patterns",
+        &[
+            ("master", &[]),
+            ("worker", &[]),
+            ("rpc_caller", &[]),
+            ("rpc_callee", &[]),
+            ("extending_serializers", &[]),
+            ("connection_pool", &[]),
+        ],
+    )
+    .await;
+}

@@ -231,3 +231,71 @@ impl Example {
         assert!(status.success(), "kill -INT {pid}");
     }
 }
+
+/// Runs every example of `package` in `examples` (name and arguments)
+/// against a broken URL, a wrong password and a port where no broker
+/// listens, all at once, and asserts that each fails with exit code 1 and
+/// one line on stderr that a person reads: `error: ...`, no Debug dump,
+/// and never the password.
+///
+/// # Panics
+/// On the first example that does otherwise.
+pub async fn assert_every_example_fails_readably(package: &str, examples: &[(&str, &[&str])]) {
+    const SECRET: &str = "s3cret-pw";
+    let cases = [
+        (
+            "broken URL",
+            format!("amqp//guest:{SECRET}@127.0.0.1:5672/"),
+        ),
+        (
+            "wrong password",
+            format!("amqp://guest:{SECRET}@127.0.0.1:5672/%2f"),
+        ),
+        (
+            "no broker",
+            format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f"),
+        ),
+    ];
+    let dir = examples_dir(package);
+    let mut runs = tokio::task::JoinSet::new();
+    for (name, args) in examples {
+        for (case, url) in &cases {
+            let mut command = Command::new(dir.join(name));
+            command
+                .args(*args)
+                .env("AMQP_URL", url)
+                .env("PORT", "0")
+                .env_remove("PIKA_EXAMPLE_MAX_MESSAGES")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let (name, case) = (name.to_string(), *case);
+            runs.spawn(async move {
+                let output = tokio::time::timeout(TIMEOUT, command.output())
+                    .await
+                    .unwrap_or_else(|_| panic!("{name} ({case}) did not end"))
+                    .expect("run the example");
+                (name, case, output)
+            });
+        }
+    }
+    while let Some(run) = runs.join_next().await {
+        let (name, case, output) = run.expect("the example run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let context = format!("{name} ({case}):\nstdout: {stdout}\nstderr: {stderr}");
+        assert_eq!(output.status.code(), Some(1), "{context}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {context}");
+        assert!(lines[0].starts_with("error: "), "{context}");
+        for noise in ["{ ", "Os {", "Some(", "kind:", "Arc("] {
+            assert!(
+                !lines[0].contains(noise),
+                "Debug noise {noise:?}: {context}"
+            );
+        }
+        assert!(!stderr.contains(SECRET), "the password leaked: {context}");
+        assert!(!stdout.contains(SECRET), "the password leaked: {context}");
+    }
+}
