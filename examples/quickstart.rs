@@ -18,7 +18,7 @@ async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
     let connection = pika::connect(&url).await?;
     // The URL may hold a password: print where we are, not the URL.
-    println!("connected to {}", connection.amqp().address());
+    println!("connected to {}", connection.address());
 
     // A channel with publisher confirms (the default).
     let channel = connection.channel().await?;

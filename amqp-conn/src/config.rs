@@ -360,6 +360,47 @@ pub struct ConnectionConfig {
     pub client_properties: FieldTable,
     /// Locale (default `en_US`).
     pub locale: String,
+    /// More brokers to try when `host:port` cannot be reached, in order:
+    /// the other nodes of a cluster (default none). Every address shares
+    /// the rest of this configuration: credentials, vhost, TLS.
+    pub fallback_addresses: Vec<BrokerAddress>,
+    /// Try `host:port` and the fallback addresses in a random order, so
+    /// that clients spread over a cluster's nodes (default off: in order).
+    pub shuffle_addresses: bool,
+}
+
+/// One broker to connect to: a host and a port.
+///
+/// ```
+/// use amqp_conn::BrokerAddress;
+/// assert_eq!(BrokerAddress::new("::1", 5672).to_string(), "[::1]:5672");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerAddress {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl BrokerAddress {
+    /// The broker at `host:port`.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        BrokerAddress {
+            host: host.into(),
+            port,
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// The highest channel number this client accepts.
@@ -384,6 +425,8 @@ impl Default for ConnectionConfig {
             connection_name: None,
             client_properties: FieldTable::new(),
             locale: "en_US".into(),
+            fallback_addresses: Vec::new(),
+            shuffle_addresses: false,
         }
     }
 }
@@ -443,6 +486,22 @@ pub enum ConfigError {
         /// cafile`, `the TLS settings`.
         requested_by: &'static str,
     },
+}
+
+/// Shuffles `items` (Fisher-Yates) with a xorshift generator seeded from
+/// the clock: spreading connections needs no better randomness.
+fn shuffle<T>(items: &mut [T]) {
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
 }
 
 /// The URL with the password, if any, replaced by `***` (works on URLs
@@ -682,10 +741,108 @@ impl ConnectionConfig {
 
     /// `host:port`, for messages.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+        BrokerAddress::new(self.host.clone(), self.port).to_string()
+    }
+
+    /// The brokers to try, in the order they will be tried: `host:port`
+    /// and the fallback addresses, shuffled if `shuffle_addresses`.
+    pub fn addresses(&self) -> Vec<BrokerAddress> {
+        let mut addresses = vec![BrokerAddress::new(self.host.clone(), self.port)];
+        addresses.extend(self.fallback_addresses.iter().cloned());
+        if self.shuffle_addresses {
+            shuffle(&mut addresses);
+        }
+        addresses
+    }
+
+    /// Connect to any of `addresses`: the first becomes `host:port`, the
+    /// others the fallback addresses.
+    ///
+    /// ```
+    /// use amqp_conn::ConnectionConfig;
+    /// let config = ConnectionConfig::default()
+    ///     .with_addresses([("rabbit-1", 5672), ("rabbit-2", 5672), ("rabbit-3", 5672)]);
+    /// assert_eq!(config.host, "rabbit-1");
+    /// assert_eq!(config.addresses().len(), 3);
+    /// ```
+    pub fn with_addresses<H: Into<String>>(
+        mut self,
+        addresses: impl IntoIterator<Item = (H, u16)>,
+    ) -> Self {
+        let mut addresses = addresses
+            .into_iter()
+            .map(|(host, port)| BrokerAddress::new(host, port));
+        if let Some(first) = addresses.next() {
+            self.host = first.host;
+            self.port = first.port;
+        }
+        self.fallback_addresses = addresses.collect();
+        self
+    }
+
+    /// Try the addresses in a random order (see `shuffle_addresses`).
+    pub fn with_shuffled_addresses(mut self, on: bool) -> Self {
+        self.shuffle_addresses = on;
+        self
+    }
+
+    /// One configuration from several URLs of one cluster: the first URL
+    /// gives everything (credentials, vhost, TLS, parameters), each other
+    /// URL one more address to try.
+    ///
+    /// ```
+    /// use amqp_conn::ConnectionConfig;
+    /// let config = ConnectionConfig::from_urls([
+    ///     "amqp://app:secret@10.0.0.1:5672/orders",
+    ///     "amqp://app:secret@10.0.0.2:5672/orders",
+    /// ]).unwrap();
+    /// assert_eq!(config.addresses().len(), 2);
+    /// assert_eq!(config.vhost, "orders");
+    /// ```
+    ///
+    /// # Errors
+    /// When a URL does not parse, when there is none, or when a later URL
+    /// names other credentials, another vhost or another scheme than the
+    /// first (one configuration cannot hold two logins).
+    pub fn from_urls<'a>(urls: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+        let mut urls = urls.into_iter();
+        let Some(first) = urls.next() else {
+            return Err(ConfigError::InvalidValue {
+                name: "URLs",
+                value: "none".into(),
+                expected: "at least one URL",
+            });
+        };
+        let mut config = ConnectionConfig::from_url(first)?;
+        for url in urls {
+            let other = ConnectionConfig::from_url(url)?;
+            let same_login = other.credentials.username == config.credentials.username
+                && other.credentials.password() == config.credentials.password();
+            if !same_login
+                || other.vhost != config.vhost
+                || other.tls.is_some() != config.tls.is_some()
+            {
+                return Err(ConfigError::InvalidValue {
+                    name: "URLs",
+                    value: redact(url),
+                    expected: "the same user, password, vhost and scheme as the first URL",
+                });
+            }
+            config
+                .fallback_addresses
+                .push(BrokerAddress::new(other.host, other.port));
+        }
+        Ok(config)
+    }
+
+    /// This configuration for one of its addresses only.
+    pub(crate) fn for_address(&self, address: &BrokerAddress) -> ConnectionConfig {
+        ConnectionConfig {
+            host: address.host.clone(),
+            port: address.port,
+            fallback_addresses: Vec::new(),
+            shuffle_addresses: false,
+            ..self.clone()
         }
     }
 
@@ -772,6 +929,82 @@ impl ConnectionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_urls_make_one_config_with_fallback_addresses() {
+        let config = ConnectionConfig::from_urls([
+            "amqp://app:pw@node-1:5701/orders?heartbeat=5",
+            "amqp://app:pw@node-2:5702/orders",
+            "amqp://app:pw@[::1]:5703/orders",
+        ])
+        .unwrap();
+        assert_eq!(config.heartbeat, 5);
+        assert_eq!(
+            config.addresses(),
+            [
+                BrokerAddress::new("node-1", 5701),
+                BrokerAddress::new("node-2", 5702),
+                BrokerAddress::new("::1", 5703),
+            ]
+        );
+        assert_eq!(config.addresses()[2].to_string(), "[::1]:5703");
+    }
+
+    #[test]
+    fn urls_of_one_config_must_share_login_vhost_and_scheme() {
+        for other in [
+            "amqp://app:other@node-2/orders",
+            "amqp://someone:pw@node-2/orders",
+            "amqp://app:pw@node-2/billing",
+            "amqps://app:pw@node-2/orders",
+        ] {
+            let error =
+                ConnectionConfig::from_urls(["amqp://app:pw@node-1/orders", other]).unwrap_err();
+            let text = error.to_string();
+            assert!(
+                text.contains("the same user, password, vhost and scheme"),
+                "{text}"
+            );
+            assert!(
+                !text.contains(":pw@") && !text.contains(":other@"),
+                "password shown: {text}"
+            );
+        }
+        assert!(ConnectionConfig::from_urls(std::iter::empty()).is_err());
+    }
+
+    #[test]
+    fn shuffled_addresses_are_a_permutation_that_varies() {
+        let config = ConnectionConfig::default()
+            .with_addresses((0..8).map(|n| (format!("node-{n}"), 5672)))
+            .with_shuffled_addresses(true);
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let addresses = config.addresses();
+            let mut sorted = addresses.clone();
+            sorted.sort_by(|a, b| a.host.cmp(&b.host));
+            assert_eq!(
+                sorted,
+                ConnectionConfig::default()
+                    .with_addresses((0..8).map(|n| (format!("node-{n}"), 5672)))
+                    .addresses()
+            );
+            orders.insert(addresses);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        assert!(orders.len() > 1, "the order never changed");
+    }
+
+    #[test]
+    fn one_address_of_a_config_keeps_everything_else() {
+        let config = ConnectionConfig::default()
+            .with_vhost("orders")
+            .with_addresses([("a", 1), ("b", 2)]);
+        let only_b = config.for_address(&BrokerAddress::new("b", 2));
+        assert_eq!((only_b.host.as_str(), only_b.port), ("b", 2));
+        assert_eq!(only_b.vhost, "orders");
+        assert_eq!(only_b.addresses().len(), 1);
+    }
 
     #[test]
     fn defaults_when_the_url_leaves_things_out() {

@@ -124,11 +124,41 @@ impl Connection {
     /// Opens a connection: TCP (and TLS), the AMQP handshake, tuning and
     /// the virtual host, all within `config.connection_timeout`.
     ///
+    /// With fallback addresses (the nodes of a cluster, see
+    /// [`ConnectionConfig::addresses`]) it tries each in turn, each within
+    /// `connection_timeout`, and opens the first that answers. An address
+    /// that cannot be reached moves on to the next; a refusal that every
+    /// node would repeat (wrong password, unknown vhost) ends at once. When
+    /// none answers, the error is [`Error::NoBrokerReachable`] with every
+    /// attempt.
+    ///
     /// # Cancel safety
     /// Dropping the future before it completes drops the half-open
     /// socket; nothing is left running.
     pub async fn open(config: ConnectionConfig) -> Result<Connection> {
         config.validate()?;
+        let addresses = config.addresses();
+        if addresses.len() == 1 {
+            return Self::open_one(config).await;
+        }
+        // Several brokers (a cluster's nodes): the next one when a broker
+        // cannot be reached; a refusal every node would repeat (a wrong
+        // password, an unknown vhost) ends the search at once.
+        let mut attempts = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            match Self::open_one(config.for_address(&address)).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) if error.is_connection_error() => {
+                    attempts.push((address.to_string(), error));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(Error::NoBrokerReachable { attempts })
+    }
+
+    /// Opens a connection to `config`'s `host:port`.
+    async fn open_one(config: ConnectionConfig) -> Result<Connection> {
         let span = tracing::info_span!("amqp_connection", address = %config.address(), vhost = %config.vhost);
         let opened = Self::open_in(config, span.clone())
             .instrument(span.clone())

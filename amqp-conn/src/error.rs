@@ -130,6 +130,13 @@ pub enum Error {
         /// The I/O error.
         source: Arc<std::io::Error>,
     },
+    /// None of several broker addresses could be reached: each attempt's
+    /// address and error, in the order tried.
+    #[error("could not connect to any of {} brokers: {}", .attempts.len(), list_attempts(.attempts))]
+    NoBrokerReachable {
+        /// `(host:port, why)` for each address tried.
+        attempts: Vec<(String, Error)>,
+    },
     /// The connection did not open within `connection_timeout`.
     #[error("connecting to {address} timed out after {after:?} ({stage}); check the address and the broker's load, or raise connection_timeout")]
     ConnectTimeout {
@@ -308,12 +315,31 @@ impl Error {
                 | Error::Connect { .. }
                 | Error::ConnectTimeout { .. }
                 | Error::Tls { .. }
+                | Error::NoBrokerReachable { .. }
         )
     }
 
     pub(crate) fn io(error: std::io::Error) -> Self {
         Error::Io(Arc::new(error))
     }
+}
+
+/// `a (why); b (why)`: each attempt with its error and the error's causes.
+fn list_attempts(attempts: &[(String, Error)]) -> String {
+    attempts
+        .iter()
+        .map(|(address, error)| {
+            let mut why = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                why.push_str(": ");
+                why.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            format!("{address} ({why})")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A `Result` with [`Error`].

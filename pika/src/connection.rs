@@ -77,6 +77,50 @@ impl ConnectOptions {
         Ok(ConnectOptions { config })
     }
 
+    /// Options from the URLs of a cluster's nodes: the first URL gives
+    /// everything (credentials, vhost, TLS, parameters), the others more
+    /// addresses, tried in turn when one cannot be reached. None of
+    /// aio-pika, lapin or amqprs connects to a list of brokers.
+    ///
+    /// ```no_run
+    /// # async fn example() -> pika::Result<()> {
+    /// use pika::ConnectOptions;
+    /// let connection = pika::connect_with(ConnectOptions::from_urls([
+    ///     "amqp://app:secret@rabbit-1:5672/orders",
+    ///     "amqp://app:secret@rabbit-2:5672/orders",
+    ///     "amqp://app:secret@rabbit-3:5672/orders",
+    /// ])?)
+    /// .await?;
+    /// println!("connected to {}", connection.address());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A URL that does not parse, no URL, or URLs with different
+    /// credentials, vhosts or schemes.
+    pub fn from_urls<'a>(urls: impl IntoIterator<Item = &'a str>) -> Result<Self> {
+        let config = ConnectionConfig::from_urls(urls).map_err(amqp_conn::Error::from)?;
+        Ok(ConnectOptions { config })
+    }
+
+    /// The brokers to connect to, tried in this order (the first
+    /// replaces `host` and `port`): the nodes of a cluster. When none
+    /// answers, the error lists every attempt.
+    pub fn addresses<H: Into<String>>(
+        mut self,
+        addresses: impl IntoIterator<Item = (H, u16)>,
+    ) -> Self {
+        self.config = self.config.with_addresses(addresses);
+        self
+    }
+
+    /// Try the addresses in a random order, so that clients spread over
+    /// the nodes (default: in order).
+    pub fn shuffle_addresses(mut self, on: bool) -> Self {
+        self.config.shuffle_addresses = on;
+        self
+    }
+
     /// Host name or address.
     pub fn host(mut self, host: impl Into<String>) -> Self {
         self.config.host = host.into();
@@ -485,6 +529,17 @@ impl Connection {
     /// True once the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()
+    }
+
+    /// The broker's `host:port` this connection went to (with several
+    /// addresses, the one that answered).
+    pub fn address(&self) -> &str {
+        self.inner.address()
+    }
+
+    /// The virtual host.
+    pub fn vhost(&self) -> &str {
+        self.inner.vhost()
     }
 
     /// Why it closed, once it has.

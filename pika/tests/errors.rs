@@ -79,3 +79,27 @@ async fn connection_and_channel_debug_output_is_short_and_has_no_secrets() {
     connection.close().await.unwrap();
     assert!(format!("{connection:?}").contains("closed"));
 }
+
+#[tokio::test]
+async fn a_list_of_brokers_connects_to_the_first_that_answers_and_says_why_when_none_does() {
+    let connection = pika::connect_with(
+        pika::ConnectOptions::from_urls(["amqp://guest:guest@127.0.0.1:1/%2f", &url()]).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(connection.address(), "127.0.0.1:5672");
+    connection.close().await.unwrap();
+
+    let error = pika::connect_with(
+        pika::ConnectOptions::new()
+            .login("guest")
+            .password("s3cret")
+            .addresses([("127.0.0.1", 1), ("127.0.0.1", 2)]),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.is_connection_error(), "{error:?}");
+    let text = format!("{error:#}");
+    assert!(text.contains("any of 2 brokers") && text.contains("127.0.0.1:2"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
