@@ -55,7 +55,7 @@ async fn run() -> anyhow::Result<()> {
 
     // The callback runs in a task of its own for each message. It reports
     // on `done` when finished, so that main can count processed messages.
-    let (done, mut processed) = mpsc::unbounded_channel();
+    let (done, processed) = mpsc::unbounded_channel();
     queue
         .consume(move |message| {
             let done = done.clone();
@@ -67,22 +67,8 @@ async fn run() -> anyhow::Result<()> {
         .await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
 
-    let max_messages: Option<usize> = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let enough = async {
-        let mut count = 0;
-        while processed.recv().await.is_some() {
-            count += 1;
-            if Some(count) == max_messages {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = enough => {}
-    }
+    // Wait for Ctrl-C, or for PIKA_EXAMPLE_MAX_MESSAGES processed messages.
+    support::until_ctrl_c_or_max_messages(processed).await;
     connection.close().await?;
     Ok(())
 }

@@ -70,7 +70,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
+    let url = support::amqp_url();
     let connection = pika::connect(&url).await?;
 
     // RPC with gzip-compressed JSON on both sides.

@@ -31,11 +31,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
-    let tasks: u64 = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
+    let url = support::amqp_url();
+    let tasks = support::max_messages().unwrap_or(1000) as u64;
     let connection = pika::connect(&url).await?;
     // Creating channel
     let channel = connection.channel().await?;

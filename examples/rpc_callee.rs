@@ -33,14 +33,14 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
+    let url = support::amqp_url();
     let connection =
         pika::connect_with(ConnectOptions::from_url(&url)?.connection_name("callee")).await?;
     // Creating channel
     let channel = connection.channel().await?;
     let rpc = Rpc::create(channel).await?;
 
-    let (answered, mut done) = mpsc::unbounded_channel();
+    let (answered, done) = mpsc::unbounded_channel();
     rpc.register(
         "multiply",
         move |args: Multiply| {
@@ -55,22 +55,7 @@ async fn run() -> anyhow::Result<()> {
     .await?;
     println!(" [*] Serving multiply. To exit press CTRL+C");
 
-    let max_calls: Option<usize> = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let enough = async {
-        let mut count = 0;
-        while done.recv().await.is_some() {
-            count += 1;
-            if Some(count) == max_calls {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = enough => {}
-    }
+    support::until_ctrl_c_or_max_messages(done).await;
     rpc.close().await?;
     connection.close().await?;
     Ok(())

@@ -33,11 +33,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
-    let calls: i64 = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
+    let url = support::amqp_url();
+    let calls = support::max_messages().unwrap_or(1000) as i64;
     let connection =
         pika::connect_with(ConnectOptions::from_url(&url)?.connection_name("caller")).await?;
     // Creating channel

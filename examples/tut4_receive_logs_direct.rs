@@ -71,7 +71,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // Start listening the random queue. The callback reports on `done`.
-    let (done, mut handled) = mpsc::unbounded_channel();
+    let (done, handled) = mpsc::unbounded_channel();
     queue
         .consume(move |message| {
             let done = done.clone();
@@ -84,22 +84,7 @@ async fn run() -> anyhow::Result<()> {
     println!(" [*] Waiting for messages. To exit press CTRL+C");
 
     // Wait for Ctrl-C, or for PIKA_EXAMPLE_MAX_MESSAGES handled messages.
-    let max_messages: Option<usize> = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let enough = async {
-        let mut count = 0;
-        while handled.recv().await.is_some() {
-            count += 1;
-            if Some(count) == max_messages {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = enough => {}
-    }
+    support::until_ctrl_c_or_max_messages(handled).await;
     connection.close().await?;
     Ok(())
 }

@@ -72,7 +72,7 @@ async fn run() -> anyhow::Result<()> {
     // Start listening the queue with name 'rpc_queue'; replies go through
     // the default exchange. The callback reports on `done`.
     let exchange = channel.default_exchange();
-    let (done, mut handled) = mpsc::unbounded_channel();
+    let (done, handled) = mpsc::unbounded_channel();
     queue
         .consume(move |message| {
             let exchange = exchange.clone();
@@ -86,22 +86,7 @@ async fn run() -> anyhow::Result<()> {
     println!(" [x] Awaiting RPC requests");
 
     // Wait for Ctrl-C, or for PIKA_EXAMPLE_MAX_MESSAGES handled requests.
-    let max_messages: Option<usize> = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let enough = async {
-        let mut count = 0;
-        while handled.recv().await.is_some() {
-            count += 1;
-            if Some(count) == max_messages {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = enough => {}
-    }
+    support::until_ctrl_c_or_max_messages(handled).await;
     connection.close().await?;
     Ok(())
 }

@@ -31,13 +31,13 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
+    let url = support::amqp_url();
     let connection = pika::connect(&url).await?;
     // Creating channel
     let channel = connection.channel().await?;
     let master = Master::new(channel);
 
-    let (handled, mut done) = mpsc::unbounded_channel();
+    let (handled, done) = mpsc::unbounded_channel();
     let worker = master
         .create_worker(
             "my_task_name",
@@ -60,22 +60,7 @@ async fn run() -> anyhow::Result<()> {
         .await?;
     println!(" [*] Waiting for tasks. To exit press CTRL+C");
 
-    let max_tasks: Option<usize> = std::env::var("PIKA_EXAMPLE_MAX_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let enough = async {
-        let mut count = 0;
-        while done.recv().await.is_some() {
-            count += 1;
-            if Some(count) == max_tasks {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = enough => {}
-    }
+    support::until_ctrl_c_or_max_messages(done).await;
     worker.close().await?;
     connection.close().await?;
     Ok(())

@@ -22,19 +22,37 @@ async fn connect() -> pika::Connection {
         .expect("connect to the local RabbitMQ")
 }
 
-/// A callee serving `multiply` under `method` on its own channel.
-async fn callee(connection: &pika::Connection, method: &str) -> Rpc {
-    let rpc = Rpc::create(connection.channel().await.unwrap())
+/// An `Rpc` on a channel of its own.
+async fn rpc(connection: &pika::Connection) -> Rpc {
+    Rpc::create(connection.channel().await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// An `Rpc` on its own channel serving `method` with `handler` (an
+/// auto-delete queue).
+async fn serve<A, R, E, F, Fut>(connection: &pika::Connection, method: &str, handler: F) -> Rpc
+where
+    A: serde::de::DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
+{
+    let server = rpc(connection).await;
+    server
+        .register(method, handler, QueueOptions::transient().auto_delete(true))
         .await
         .unwrap();
-    rpc.register(
-        method,
-        |args: Multiply| async move { Ok::<i64, std::convert::Infallible>(args.x * args.y) },
-        QueueOptions::transient().auto_delete(true),
-    )
+    server
+}
+
+/// A callee serving `multiply` under `method` on its own channel.
+async fn callee(connection: &pika::Connection, method: &str) -> Rpc {
+    serve(connection, method, |args: Multiply| async move {
+        Ok::<i64, std::convert::Infallible>(args.x * args.y)
+    })
     .await
-    .unwrap();
-    rpc
 }
 
 const FIVE_SECONDS: Duration = Duration::from_secs(5);
@@ -44,9 +62,7 @@ async fn a_call_gets_its_reply_over_direct_reply_to() {
     let connection = connect().await;
     let method = unique("multiply");
     let server = callee(&connection, &method).await;
-    let caller = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
+    let caller = rpc(&connection).await;
     for y in 0..10 {
         let product: i64 = caller
             .call(&method, &Multiply { x: 100, y })
@@ -87,26 +103,15 @@ async fn a_call_gets_its_reply_over_a_private_callback_queue() {
 async fn a_handler_error_comes_back_as_a_typed_remote_error() {
     let connection = connect().await;
     let method = unique("divide");
-    let server = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
-    server
-        .register(
-            &method,
-            |args: Multiply| async move {
-                if args.y == 0 {
-                    Err(format!("cannot divide {} by zero", args.x))
-                } else {
-                    Ok(args.x / args.y)
-                }
-            },
-            QueueOptions::transient().auto_delete(true),
-        )
-        .await
-        .unwrap();
-    let caller = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
+    let _server = serve(&connection, &method, |args: Multiply| async move {
+        if args.y == 0 {
+            Err(format!("cannot divide {} by zero", args.x))
+        } else {
+            Ok(args.x / args.y)
+        }
+    })
+    .await;
+    let caller = rpc(&connection).await;
     let error = caller
         .call::<_, i64>(&method, &Multiply { x: 1, y: 0 })
         .timeout(FIVE_SECONDS)
@@ -142,25 +147,14 @@ async fn a_handler_error_comes_back_as_a_typed_remote_error() {
 async fn a_handler_panic_and_unreadable_arguments_come_back_as_remote_errors() {
     let connection = connect().await;
     let method = unique("panics");
-    let server = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
-    server
-        .register(
-            &method,
-            |args: Multiply| async move {
-                if args.x < 0 {
-                    panic!("negative");
-                }
-                Ok::<i64, std::convert::Infallible>(args.x)
-            },
-            QueueOptions::transient().auto_delete(true),
-        )
-        .await
-        .unwrap();
-    let caller = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
+    let _server = serve(&connection, &method, |args: Multiply| async move {
+        if args.x < 0 {
+            panic!("negative");
+        }
+        Ok::<i64, std::convert::Infallible>(args.x)
+    })
+    .await;
+    let caller = rpc(&connection).await;
     let panicked = caller
         .call::<_, i64>(&method, &Multiply { x: -1, y: 0 })
         .timeout(FIVE_SECONDS)
@@ -193,9 +187,7 @@ async fn a_call_nobody_serves_times_out_and_a_call_to_no_queue_is_refused() {
         .exclusive(true)
         .await
         .unwrap();
-    let caller = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
+    let caller = rpc(&connection).await;
     let started = Instant::now();
     let error = caller
         .call::<_, i64>(&method, &Multiply { x: 1, y: 1 })
@@ -239,9 +231,7 @@ async fn a_thousand_concurrent_calls_each_get_their_own_reply() {
         )
         .await
         .unwrap();
-    let caller = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
+    let caller = rpc(&connection).await;
     let mut calls = tokio::task::JoinSet::new();
     for y in 0..1000 {
         let caller = caller.clone();
@@ -270,20 +260,11 @@ async fn a_thousand_concurrent_calls_each_get_their_own_reply() {
 async fn calls_in_flight_end_at_once_when_the_channel_closes() {
     let connection = connect().await;
     let method = unique("slow");
-    let server = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
-    server
-        .register(
-            &method,
-            |_: Multiply| async move {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Ok::<i64, std::convert::Infallible>(0)
-            },
-            QueueOptions::transient().auto_delete(true),
-        )
-        .await
-        .unwrap();
+    let _server = serve(&connection, &method, |_: Multiply| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<i64, std::convert::Infallible>(0)
+    })
+    .await;
     let caller_channel = connection.channel().await.unwrap();
     let caller = Rpc::create(caller_channel.clone()).await.unwrap();
     let waiting = {
@@ -318,23 +299,12 @@ async fn calls_in_flight_end_at_once_when_the_channel_closes() {
 async fn a_reply_after_its_call_gave_up_is_dropped_and_counted() {
     let connection = connect().await;
     let method = unique("late");
-    let server = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
-    server
-        .register(
-            &method,
-            |args: Multiply| async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok::<i64, std::convert::Infallible>(args.x)
-            },
-            QueueOptions::transient().auto_delete(true),
-        )
-        .await
-        .unwrap();
-    let caller = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
+    let _server = serve(&connection, &method, |args: Multiply| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<i64, std::convert::Infallible>(args.x)
+    })
+    .await;
+    let caller = rpc(&connection).await;
     let error = caller
         .call::<_, i64>(&method, &Multiply { x: 1, y: 1 })
         .timeout(Duration::from_millis(100))
@@ -418,9 +388,7 @@ async fn unregister_stops_serving_and_registering_twice_is_refused() {
     );
     server.unregister(&method).await.unwrap();
     // The auto-delete queue went with its consumer: nobody takes the call.
-    let caller = Rpc::create(connection.channel().await.unwrap())
-        .await
-        .unwrap();
+    let caller = rpc(&connection).await;
     let error = caller
         .call::<_, i64>(&method, &Multiply { x: 1, y: 1 })
         .timeout(Duration::from_secs(2))

@@ -100,6 +100,9 @@ async fn a_list_of_brokers_connects_to_the_first_that_answers_and_says_why_when_
     .unwrap_err();
     assert!(error.is_connection_error(), "{error:?}");
     let text = format!("{error:#}");
-    assert!(text.contains("any of 2 brokers") && text.contains("127.0.0.1:2"), "{text}");
+    assert!(
+        text.contains("any of 2 brokers") && text.contains("127.0.0.1:2"),
+        "{text}"
+    );
     assert!(!text.contains("s3cret"), "{text}");
 }
