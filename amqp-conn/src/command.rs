@@ -124,6 +124,10 @@ pub(crate) enum Command {
         channel: ChannelRef,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
+    /// A copy of the topology record (see `Connection::topology`).
+    Topology {
+        reply: oneshot::Sender<Result<Vec<crate::TopologyEntry>>>,
+    },
     /// Close the connection.
     CloseConnection {
         code: u16,
@@ -153,7 +157,9 @@ impl Command {
             Command::Call { channel, .. }
             | Command::Cast { channel, .. }
             | Command::CloseChannel { channel, .. } => Some(*channel),
-            Command::OpenChannel { .. } | Command::CloseConnection { .. } => None,
+            Command::OpenChannel { .. }
+            | Command::Topology { .. }
+            | Command::CloseConnection { .. } => None,
         }
     }
 
@@ -169,6 +175,9 @@ impl Command {
                 let _ = reply.send(Err(error));
             }
             Command::Call { reply, .. } => reply.fail(error),
+            Command::Topology { reply } => {
+                let _ = reply.send(Err(error));
+            }
             Command::CloseChannel {
                 reply: Some(reply), ..
             }

@@ -315,6 +315,31 @@ impl Connection {
         self.inner.tuning
     }
 
+    /// What the broker confirmed this connection declared, bound and
+    /// consumes, in the order it confirmed it: exchanges and queues (not
+    /// passive declares; a queue declared with `""` under the name the
+    /// broker chose), queue and exchange bindings, consumers with their
+    /// tags. A delete, unbind or cancel removes what it undoes (a queue
+    /// takes its bindings and consumers with it, an auto-delete queue
+    /// goes with its last consumer), and a closed channel its consumers.
+    /// This is what a reconnection replays.
+    ///
+    /// ```no_run
+    /// # async fn example(connection: amqp_conn::Connection) -> amqp_conn::Result<()> {
+    /// for entry in connection.topology().await? {
+    ///     println!("{entry:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting.
+    pub async fn topology(&self) -> Result<Vec<crate::TopologyEntry>> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.send(Command::Topology { reply })?;
+        rx.await.map_err(|_| self.inner.closed_error())?
+    }
+
     /// What the broker said about itself (product, version, capabilities).
     pub fn server_properties(&self) -> &FieldTable {
         &self.inner.server_properties

@@ -95,6 +95,7 @@ pub use consumer::Consumer;
 pub use error::{CloseReason, Error, Initiator, Result};
 pub use events::ConnectionEvent;
 pub use message::{Confirmation, Delivery, PublishProperties, ReturnedMessage};
+pub use state::topology::TopologyEntry;
 pub use tuning::Tuning;
 
 /// The rustls that amqp-conn uses, for a ready

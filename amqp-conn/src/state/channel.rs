@@ -9,6 +9,7 @@ use std::sync::{Arc, MutexGuard};
 use amqp_wire::{
     BasicCancel, BasicCancelOk, BasicDeliver, BasicGetOk, BasicReject, BasicReturn, BodyAssembler,
     ChannelClose, ChannelCloseOk, ChannelFlowOk, ContentHeader, Frame, Method, ReplyCode,
+    ShortString,
 };
 use bytes::Bytes;
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
@@ -106,6 +107,36 @@ pub(crate) struct ChannelState {
     /// `amqp_channel{channel}`, inside the connection's span: what is
     /// logged about this channel is logged in it.
     span: tracing::Span,
+    /// What the broker confirmed since the connection last looked, for
+    /// its topology record: (request, reply) pairs, and consumers that
+    /// ended without a cancel-ok (cancelled by the broker).
+    pub(crate) topology_changes: Vec<TopologyChange>,
+}
+
+/// A change to the connection's topology record, seen by a channel.
+#[derive(Debug)]
+pub(crate) enum TopologyChange {
+    /// The broker answered a request (first) with a reply (second).
+    Confirmed(Box<(Method, Method)>),
+    /// The consumer with this tag ended without a cancel-ok.
+    ConsumerGone(ShortString),
+}
+
+/// True for the requests whose success changes the topology record.
+fn shapes_topology(request: &Method) -> bool {
+    matches!(
+        request,
+        Method::ExchangeDeclare(_)
+            | Method::ExchangeDelete(_)
+            | Method::ExchangeBind(_)
+            | Method::ExchangeUnbind(_)
+            | Method::QueueDeclare(_)
+            | Method::QueueDelete(_)
+            | Method::QueueBind(_)
+            | Method::QueueUnbind(_)
+            | Method::BasicConsume(_)
+            | Method::BasicCancel(_)
+    )
 }
 
 impl ChannelState {
@@ -120,6 +151,7 @@ impl ChannelState {
             confirms: None,
             consumers: Vec::new(),
             incoming: None,
+            topology_changes: Vec::new(),
             max_body_size,
             held: VecDeque::new(),
             held_publishes: 0,
@@ -230,6 +262,8 @@ impl ChannelState {
             Method::BasicAck(ack) => out.ack(self.r, ack.delivery_tag, ack.multiple, merge),
             Method::BasicCancel(cancel) => {
                 // No cancel-ok will come: the consumer ends now.
+                self.topology_changes
+                    .push(TopologyChange::ConsumerGone(cancel.consumer_tag.clone()));
                 if let Some(index) = self
                     .consumers
                     .iter()
@@ -523,6 +557,8 @@ impl ChannelState {
             let consumer = self.consumers.remove(index);
             consumer.sink.end(ConsumerEnd::CancelledByBroker);
         }
+        self.topology_changes
+            .push(TopologyChange::ConsumerGone(cancel.consumer_tag.clone()));
         if !cancel.nowait {
             let ok = BasicCancelOk {
                 consumer_tag: cancel.consumer_tag.clone(),
@@ -542,6 +578,13 @@ impl ChannelState {
         }
         let (request, reply) = self.calls.pop_front().expect("checked above");
         self.in_flight = false;
+        if shapes_topology(&request) {
+            self.topology_changes
+                .push(TopologyChange::Confirmed(Box::new((
+                    request.clone(),
+                    method.clone(),
+                ))));
+        }
         tracing::debug!(channel = self.r.id, method = method.name(), "reply");
         match (reply, method) {
             (Reply::Open(reply), Method::ChannelOpenOk(_)) => {

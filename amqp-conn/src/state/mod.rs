@@ -8,6 +8,7 @@ mod channel;
 mod channel_ids;
 mod confirms;
 mod heartbeat;
+pub(crate) mod topology;
 mod write_queue;
 
 use std::collections::VecDeque;
@@ -27,10 +28,12 @@ use crate::message::Delivery;
 use crate::tuning::Tuning;
 use channel::CloseStarted;
 
+use channel::TopologyChange;
 pub(crate) use channel::{lock as lock_settlements, ChannelState};
 use channel_ids::ChannelIds;
 pub(crate) use confirms::ConfirmTracker;
 pub(crate) use heartbeat::{Heartbeat, HeartbeatAction};
+use topology::Topology;
 pub(crate) use write_queue::WriteQueue;
 
 /// Bodies at least this large are written from the caller's buffer
@@ -99,6 +102,19 @@ pub(crate) struct ConnectionState {
     draining: Option<(CloseReason, Instant)>,
     /// Publishes received from the handles, ever.
     publishes_received: u64,
+    /// What the broker confirmed this connection declared, bound and
+    /// consumes.
+    topology: Topology,
+}
+
+/// Moves what `channel` saw into the topology record.
+fn record_topology(topology: &mut Topology, channel: &mut ChannelState, id: u16) {
+    for change in channel.topology_changes.drain(..) {
+        match change {
+            TopologyChange::Confirmed(pair) => topology.confirmed(id, &pair.0, &pair.1),
+            TopologyChange::ConsumerGone(tag) => topology.consumer_gone(id, &tag),
+        }
+    }
 }
 
 impl ConnectionState {
@@ -125,6 +141,7 @@ impl ConnectionState {
             draining_channels: Vec::new(),
             draining: None,
             publishes_received: 0,
+            topology: Topology::default(),
         }
     }
 
@@ -273,7 +290,11 @@ impl ConnectionState {
             } => {
                 if let Some(ch) = find(&mut self.channels, channel) {
                     ch.cast(&method, merge, &mut self.out);
+                    record_topology(&mut self.topology, ch, channel.id);
                 }
+            }
+            Command::Topology { reply } => {
+                let _ = reply.send(Ok(self.topology.snapshot()));
             }
             Command::CloseChannel { channel, reply } => match find(&mut self.channels, channel) {
                 Some(ch) => {
@@ -491,12 +512,17 @@ impl ConnectionState {
             });
         };
         let outcome = channel.handle_frame(frame, &mut self.out, &mut self.stall)?;
+        // Deliveries change nothing: one test on the hot path.
+        if !channel.topology_changes.is_empty() {
+            record_topology(&mut self.topology, channel, id);
+        }
         if let Some(event) = outcome.event {
             self.emit(event);
         }
         if outcome.closed {
             self.channels[usize::from(id)] = None;
             self.ids.release(id);
+            self.topology.channel_closed(id);
         }
         if !self.draining_channels.is_empty() {
             let r = self
