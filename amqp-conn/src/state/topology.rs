@@ -41,6 +41,34 @@ pub enum TopologyEntry {
     },
 }
 
+/// One line a person reads: `exchange logs (topic)`, `queue amq.gen-..`,
+/// `binding amq.gen-.. <- logs (a.*)`, `consumer ctag-1 on channel 2`.
+impl std::fmt::Display for TopologyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopologyEntry::Exchange(e) => write!(f, "exchange {} ({})", e.exchange, e.kind),
+            TopologyEntry::Queue { name, .. } => write!(f, "queue {name}"),
+            TopologyEntry::QueueBinding(b) => {
+                write!(
+                    f,
+                    "binding {} <- {} ({})",
+                    b.queue, b.exchange, b.routing_key
+                )
+            }
+            TopologyEntry::ExchangeBinding(b) => {
+                write!(
+                    f,
+                    "binding {} <- {} ({})",
+                    b.destination, b.source, b.routing_key
+                )
+            }
+            TopologyEntry::Consumer { channel, tag, .. } => {
+                write!(f, "consumer {tag} on channel {channel}")
+            }
+        }
+    }
+}
+
 /// The record, in the order the broker confirmed its entries.
 #[derive(Debug, Default)]
 pub(crate) struct Topology {
@@ -263,17 +291,7 @@ mod tests {
         topology
             .snapshot()
             .iter()
-            .map(|entry| match entry {
-                TopologyEntry::Exchange(e) => format!("exchange {}", e.exchange),
-                TopologyEntry::Queue { name, .. } => format!("queue {name}"),
-                TopologyEntry::QueueBinding(b) => {
-                    format!("bind {} {} {}", b.queue, b.exchange, b.routing_key)
-                }
-                TopologyEntry::ExchangeBinding(b) => {
-                    format!("xbind {} {}", b.destination, b.source)
-                }
-                TopologyEntry::Consumer { channel, tag, .. } => format!("consumer {channel} {tag}"),
-            })
+            .map(ToString::to_string)
             .collect()
     }
 
@@ -296,11 +314,11 @@ mod tests {
         assert_eq!(
             kinds(&topology),
             [
-                "exchange logs",
+                "exchange logs (direct)",
                 "queue amq.gen-1",
-                "bind amq.gen-1 logs a",
-                "bind amq.gen-1 logs b",
-                "consumer 2 ctag-1"
+                "binding amq.gen-1 <- logs (a)",
+                "binding amq.gen-1 <- logs (b)",
+                "consumer ctag-1 on channel 2"
             ]
         );
     }
@@ -340,7 +358,10 @@ mod tests {
             }),
             &Method::QueueUnbindOk(QueueUnbindOk {}),
         );
-        assert_eq!(kinds(&topology), ["queue q", "bind q x b", "consumer 1 t1"]);
+        assert_eq!(
+            kinds(&topology),
+            ["queue q", "binding q <- x (b)", "consumer t1 on channel 1"]
+        );
         topology.confirmed(
             1,
             &Method::BasicCancel(BasicCancel {
@@ -351,7 +372,7 @@ mod tests {
                 consumer_tag: s("t1"),
             }),
         );
-        assert_eq!(kinds(&topology), ["queue q", "bind q x b"]);
+        assert_eq!(kinds(&topology), ["queue q", "binding q <- x (b)"]);
         topology.confirmed(
             1,
             &Method::ExchangeDelete(ExchangeDelete {
