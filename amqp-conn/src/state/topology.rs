@@ -404,7 +404,11 @@ mod tests {
         topology.consumer_gone(1, &s("t1"));
         assert_eq!(
             kinds(&topology),
-            ["queue amq.gen-2", "bind amq.gen-2 x k", "consumer 3 t2"]
+            [
+                "queue amq.gen-2",
+                "binding amq.gen-2 <- x (k)",
+                "consumer t2 on channel 3"
+            ]
         );
         topology.channel_closed(3);
         assert!(kinds(&topology).is_empty());
