@@ -343,7 +343,22 @@ impl<S: Serializer> Rpc<S> {
                 async move { serve(&*serializer, &*handler, &channel, &method, message).await }
             })
             .await?;
-        self.handlers().insert(method.to_string(), (queue, tag));
+        // Registered meanwhile by a concurrent call: one handler serves a
+        // method, so this consumer goes again.
+        let taken = {
+            let mut handlers = self.handlers();
+            let taken = handlers.contains_key(method);
+            if !taken {
+                handlers.insert(method.to_string(), (queue.clone(), tag.clone()));
+            }
+            taken
+        };
+        if taken {
+            queue.cancel(&tag).await?;
+            return Err(PatternError::AlreadyRegistered {
+                method: method.into(),
+            });
+        }
         Ok(())
     }
 
@@ -368,16 +383,27 @@ impl<S: Serializer> Rpc<S> {
     /// # Cancel safety
     /// Dropping the future only stops waiting: the cancels still go out.
     pub async fn close(&self) -> Result<(), PatternError> {
-        let handlers: Vec<_> = self.handlers().drain().collect();
-        for (_, (queue, tag)) in handlers {
-            queue.cancel(&tag).await?;
-        }
+        // Waiting calls end first, whatever the cancels below meet.
         self.inner.replies.close("the Rpc was closed".into());
-        self.inner
+        let handlers: Vec<_> = self.handlers().drain().collect();
+        let mut first_error = None;
+        for (_, (queue, tag)) in handlers {
+            if let Err(error) = queue.cancel(&tag).await {
+                first_error.get_or_insert(error);
+            }
+        }
+        if let Err(error) = self
+            .inner
             .reply_queue
             .cancel(&self.inner.reply_consumer_tag)
-            .await?;
-        Ok(())
+            .await
+        {
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
     }
 
     fn handlers(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Queue, String)>> {
@@ -435,27 +461,32 @@ async fn serve<S, A, R, E, F, Fut>(
             }),
         },
     };
-    let (kind, body) = match outcome {
-        Ok(result) => (RESULT, serializer.serialize(&result)),
-        Err(remote) => (ERROR, serializer.serialize(&remote)),
+    let serialized = match outcome {
+        Ok(result) => serializer.serialize(&result).map(|body| (RESULT, body)),
+        Err(remote) => serializer.serialize(&remote).map(|body| (ERROR, body)),
     };
-    let body = match body {
-        Ok(body) => body,
+    let (kind, body) = match serialized {
+        Ok(reply) => reply,
+        // The result (or the error) has no form in this format: the
+        // caller learns that instead of waiting for its timeout.
         Err(error) => {
             let remote = RemoteError {
                 kind: "pika_patterns::PatternError".into(),
                 message: format!("could not serialize the reply: {error}"),
             };
             match serializer.serialize(&remote) {
-                Ok(body) => body,
+                Ok(body) => (ERROR, body),
                 Err(_) => {
+                    tracing::warn!(
+                        method,
+                        "an RPC reply cannot be serialized; the call is dropped"
+                    );
                     let _ = message.reject(false);
                     return;
                 }
             }
         }
     };
-    let kind = if body.is_empty() { ERROR } else { kind };
     let mut reply = serializer::label(serializer, Message::new(body)).message_type(kind);
     if let Some(correlation_id) = message.correlation_id() {
         reply = reply.correlation_id(correlation_id);

@@ -401,3 +401,101 @@ async fn unregister_stops_serving_and_registering_twice_is_refused() {
     ));
     connection.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_result_that_cannot_be_serialized_comes_back_as_a_remote_error() {
+    let connection = connect().await;
+    let method = unique("unserializable");
+    // JSON object keys must be strings: a map keyed by lists has no JSON form.
+    let _server = serve(&connection, &method, |_: Multiply| async move {
+        let mut map = std::collections::HashMap::new();
+        map.insert(vec![1u8], 1);
+        Ok::<_, std::convert::Infallible>(map)
+    })
+    .await;
+    let caller = rpc(&connection).await;
+    let error = caller
+        .call::<_, serde_json::Value>(&method, &Multiply { x: 1, y: 1 })
+        .timeout(FIVE_SECONDS)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, PatternError::Remote { message, .. } if message.contains("could not serialize the reply")),
+        "{error:?}"
+    );
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn close_ends_a_waiting_call_at_once() {
+    let connection = connect().await;
+    let method = unique("never");
+    let _server = serve(&connection, &method, |_: Multiply| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<i64, std::convert::Infallible>(0)
+    })
+    .await;
+    let caller = rpc(&connection).await;
+    let waiting = {
+        let caller = caller.clone();
+        let method = method.clone();
+        tokio::spawn(async move {
+            caller
+                .call::<_, i64>(&method, &Multiply { x: 1, y: 1 })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    caller.close().await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the call ends with the close")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&error, PatternError::Closed { reason, .. } if reason.contains("closed")),
+        "{error:?}"
+    );
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_concurrent_registrations_of_one_method_leave_one_handler() {
+    let connection = connect().await;
+    let method = unique("twice");
+    let server = rpc(&connection).await;
+    let register = || {
+        server.register(
+            &method,
+            |args: Multiply| async move { Ok::<i64, std::convert::Infallible>(args.x) },
+            QueueOptions::transient(),
+        )
+    };
+    let (first, second) = tokio::join!(register(), register());
+    let refused = [&first, &second]
+        .iter()
+        .filter(|r| matches!(r, Err(PatternError::AlreadyRegistered { .. })))
+        .count();
+    assert_eq!(refused, 1, "{first:?} {second:?}");
+    assert!(first.is_ok() || second.is_ok());
+    server.unregister(&method).await.unwrap();
+    let queue = connection
+        .channel()
+        .await
+        .unwrap()
+        .get_queue(&method)
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.declared_consumer_count(),
+        0,
+        "a consumer was left behind"
+    );
+    queue
+        .delete()
+        .if_unused(false)
+        .if_empty(false)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
