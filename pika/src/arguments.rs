@@ -102,7 +102,9 @@ pub enum StreamOffset {
 }
 
 impl StreamOffset {
-    fn to_value(self) -> Result<FieldValue> {
+    /// `x-stream-offset` as the broker reads it, or why it cannot be
+    /// written.
+    pub(crate) fn to_value(self) -> Result<FieldValue> {
         Ok(match self {
             StreamOffset::First => "first".into(),
             StreamOffset::Last => "last".into(),
@@ -249,16 +251,6 @@ impl DeclareQueue<'_> {
         let key = "x-stream-max-segment-size-bytes";
         self.typed(key, count(key, bytes))
     }
-}
-
-/// The consumer arguments, as [`FieldValue`]s (used by the consume setters).
-pub(crate) fn consumer_priority(priority: i32) -> FieldValue {
-    FieldValue::LongInt(priority)
-}
-
-/// `x-stream-offset`, or why it cannot be written.
-pub(crate) fn stream_offset(offset: StreamOffset) -> Result<FieldValue> {
-    offset.to_value()
 }
 
 /// Why a message was dead-lettered (`reason` in `x-death`).

@@ -255,13 +255,13 @@ macro_rules! consume_setters {
         /// The consumer's priority (`x-priority`): while it has room
         /// (prefetch), it gets messages before consumers of lower priority.
         pub fn priority(self, priority: i32) -> Self {
-            self.argument("x-priority", crate::arguments::consumer_priority(priority))
+            self.argument("x-priority", priority)
         }
 
         /// Stream queues: where to start reading (`x-stream-offset`). The
         /// channel needs a prefetch limit and the consumer manual acks.
         pub fn stream_offset(mut self, offset: crate::arguments::StreamOffset) -> Self {
-            match crate::arguments::stream_offset(offset) {
+            match offset.to_value() {
                 Ok(value) => self.argument("x-stream-offset", value),
                 Err(error) => {
                     self.options.invalid.get_or_insert(error);
