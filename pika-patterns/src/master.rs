@@ -80,7 +80,11 @@ impl<S: Serializer> Master<S> {
     /// # Errors
     /// [`PatternError::NoRoute`] when no queue of that name exists (no
     /// worker declared it yet), and the broker's refusals
-    /// ([`pika::Error::Nacked`], ...) as [`PatternError::Amqp`].
+    /// ([`pika::Error::Nacked`], ...) as [`PatternError::Amqp`]. Both need
+    /// a channel with publisher confirms (pika's default, or
+    /// `on_return_raises(true)`): without them `Ok` only means the task
+    /// was handed to the connection, and a returned task arrives as a
+    /// connection event.
     ///
     /// # Cancel safety
     /// Dropped after the publish went out, the task is published all the

@@ -108,12 +108,16 @@ pub(crate) struct ConnectionState {
 }
 
 /// Moves what `channel` saw into the topology record. Deliveries and
-/// acks change nothing: for them this is one test of an empty list.
-#[inline]
+/// acks change nothing: for them this is one inlined test of an empty
+/// list on the hot path.
+#[inline(always)]
 fn record_topology(topology: &mut Topology, channel: &mut ChannelState, id: u16) {
-    if channel.topology_changes.is_empty() {
-        return;
+    if !channel.topology_changes.is_empty() {
+        record_topology_changes(topology, channel, id);
     }
+}
+
+fn record_topology_changes(topology: &mut Topology, channel: &mut ChannelState, id: u16) {
     for change in channel.topology_changes.drain(..) {
         match change {
             TopologyChange::Confirmed(pair) => topology.confirmed(id, &pair.0, &pair.1),
