@@ -86,6 +86,12 @@ pub(crate) fn settle(
                 delivery_tag,
             })
         }
+        Err(Refused::Stale) => {
+            return Err(Error::StaleDelivery {
+                channel,
+                delivery_tag,
+            })
+        }
     };
     send(Command::Cast {
         channel: r,
@@ -98,7 +104,7 @@ impl std::fmt::Debug for ChannelInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut s = f.debug_struct("Channel");
         s.field("number", &self.r.id)
-            .field("connection", &self.conn.address);
+            .field("connection", &self.conn.address());
         match self.shared.closed.get().or(self.conn.closed.get()) {
             None => s.field("state", &"open"),
             Some(error) => s.field("state", &format_args!("closed: {error}")),
@@ -175,6 +181,13 @@ impl Channel {
     /// The channel number.
     pub fn number(&self) -> u16 {
         self.inner.r.id
+    }
+
+    /// The connection the channel is on.
+    pub fn connection(&self) -> crate::Connection {
+        crate::Connection {
+            inner: self.inner.conn.clone(),
+        }
     }
 
     /// Why the channel closed, once it has.

@@ -1,6 +1,6 @@
 //! What handles send to the connection task, and how it answers.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use amqp_wire::{BasicPublish, Method, ShortString};
@@ -31,6 +31,10 @@ pub(crate) struct ChannelShared {
     /// go, so the frames go out in the order of the book; the task
     /// records each delivery.
     pub(crate) settlements: Mutex<Settlements>,
+    /// Deliveries with a tag up to this came over a connection that was
+    /// lost (robust connections): the broker gives them again, so a
+    /// consumer skips those still in its buffer.
+    pub(crate) stale_through: AtomicU64,
 }
 
 /// Why a consumer's stream of deliveries ended.
@@ -77,6 +81,10 @@ pub(crate) enum Reply {
     },
     /// `channel.open`.
     Open(oneshot::Sender<Result<(ChannelRef, Arc<ChannelShared>)>>),
+    /// A request of the connection's own recovery (see
+    /// `state::recovery`): its answer goes to the recovery, not to a
+    /// handle.
+    Recovery,
 }
 
 impl Reply {
@@ -88,6 +96,7 @@ impl Reply {
             Reply::Get(tx) => tx.send(Err(error)).map_err(drop),
             Reply::Consume { reply, .. } => reply.send(Err(error)).map_err(drop),
             Reply::Open(tx) => tx.send(Err(error)).map_err(drop),
+            Reply::Recovery => Ok(()),
         };
     }
 }

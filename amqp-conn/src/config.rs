@@ -367,6 +367,148 @@ pub struct ConnectionConfig {
     /// Try `host:port` and the fallback addresses in a random order, so
     /// that clients spread over a cluster's nodes (default off: in order).
     pub shuffle_addresses: bool,
+    /// Reconnect when the connection is lost, with its channels, topology
+    /// and consumers (see [`ReconnectPolicy`]); `None` (the default): a
+    /// lost connection stays closed.
+    pub reconnect: Option<ReconnectPolicy>,
+}
+
+/// When and how often a connection that was lost is opened again.
+///
+/// The first attempt is made at once; after a failed attempt the next
+/// waits `initial_delay`, then twice as long each time up to `max_delay`,
+/// each delay shortened by a random part of up to `jitter` (so that many
+/// clients do not reconnect in step). Each attempt tries every address of
+/// the configuration in turn. After `max_attempts` failed attempts (if
+/// set) the connection gives up and closes with the last error.
+///
+/// ```
+/// use std::time::Duration;
+/// use amqp_conn::{ConnectionConfig, ReconnectPolicy};
+/// let config = ConnectionConfig::default().with_reconnect(
+///     ReconnectPolicy::default()
+///         .with_max_delay(Duration::from_secs(10))
+///         .with_max_attempts(Some(100)),
+/// );
+/// assert!(config.reconnect.is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconnectPolicy {
+    /// The wait after the first failed attempt (default 100 ms).
+    pub initial_delay: Duration,
+    /// The longest wait between two attempts (default 5 s, aio-pika's
+    /// reconnect interval).
+    pub max_delay: Duration,
+    /// The part of each wait that is random, from 0 (none) to 1 (default
+    /// 0.2: a wait of 1 s is between 0.8 and 1 s).
+    pub jitter: f64,
+    /// Give up after this many failed attempts in a row (default `None`:
+    /// never give up).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            jitter: 0.2,
+            max_attempts: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// Sets the wait after the first failed attempt.
+    pub fn with_initial_delay(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self
+    }
+
+    /// Sets the longest wait between attempts.
+    pub fn with_max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// Sets the random part of each wait (0 to 1).
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Gives up after this many failed attempts in a row.
+    pub fn with_max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The wait before attempt number `attempt` (1 is the first, made at
+    /// once): `initial_delay` doubled per failed attempt, at most
+    /// `max_delay`, less up to `jitter` of it at random.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use amqp_conn::ReconnectPolicy;
+    /// let policy = ReconnectPolicy::default().with_jitter(0.0);
+    /// assert_eq!(policy.delay_before(1), Duration::ZERO);
+    /// assert_eq!(policy.delay_before(2), Duration::from_millis(100));
+    /// assert_eq!(policy.delay_before(4), Duration::from_millis(400));
+    /// assert_eq!(policy.delay_before(40), Duration::from_secs(5));
+    /// ```
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        if attempt <= 1 {
+            return Duration::ZERO;
+        }
+        let doublings = (attempt - 2).min(30);
+        let delay = self
+            .initial_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay);
+        let jitter = self.jitter.clamp(0.0, 1.0) * random_fraction();
+        delay.mul_f64(1.0 - jitter)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(ConfigError::InvalidValue {
+                name: "reconnect jitter",
+                value: self.jitter.to_string(),
+                expected: "a fraction from 0 to 1",
+            });
+        }
+        if self.max_attempts == Some(0) {
+            return Err(ConfigError::InvalidValue {
+                name: "reconnect max_attempts",
+                value: "0".into(),
+                expected: "at least 1 (or None for no limit)",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A number in [0, 1) from the clock: jitter needs no better randomness.
+fn random_fraction() -> f64 {
+    let mut state = clock_seed();
+    (xorshift(&mut state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A nonzero seed from the clock.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        | 1
+}
+
+/// The next number of a xorshift generator.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 /// One broker to connect to: a host and a port.
@@ -427,6 +569,7 @@ impl Default for ConnectionConfig {
             locale: "en_US".into(),
             fallback_addresses: Vec::new(),
             shuffle_addresses: false,
+            reconnect: None,
         }
     }
 }
@@ -491,16 +634,10 @@ pub enum ConfigError {
 /// Shuffles `items` (Fisher-Yates) with a xorshift generator seeded from
 /// the clock: spreading connections needs no better randomness.
 fn shuffle<T>(items: &mut [T]) {
-    let mut state = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0x9E37_79B9_7F4A_7C15)
-        | 1;
+    let mut state = clock_seed();
     for i in (1..items.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        items.swap(i, (state % (i as u64 + 1)) as usize);
+        let pick = xorshift(&mut state) % (i as u64 + 1);
+        items.swap(i, pick as usize);
     }
 }
 
@@ -716,6 +853,9 @@ impl ConnectionConfig {
                 expected: "a positive duration",
             });
         }
+        if let Some(policy) = &self.reconnect {
+            policy.validate()?;
+        }
         if let Some(tls) = &self.tls {
             if cfg!(not(feature = "__tls")) {
                 return Err(ConfigError::TlsNotCompiled {
@@ -844,6 +984,12 @@ impl ConnectionConfig {
             shuffle_addresses: false,
             ..self.clone()
         }
+    }
+
+    /// Reconnect with this policy when the connection is lost.
+    pub fn with_reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
+        self
     }
 
     /// Sets the host.

@@ -1,21 +1,23 @@
 //! The connection handle: cheap to clone, talks to the connection task by
 //! message.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use amqp_wire::FieldTable;
+use amqp_wire::{FieldTable, ShortString};
+use bytes::BytesMut;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::channel::Channel;
 use crate::command::Command;
-use crate::config::ConnectionConfig;
+use crate::config::{BrokerAddress, ConnectionConfig};
 use crate::driver::{self, Driver};
 use crate::error::{CloseReason, Error, Initiator, Result};
 use crate::events::ConnectionEvent;
+use crate::handshake::Opened;
 use crate::state::ConnectionState;
-use crate::transport;
+use crate::transport::{self, Transport};
 use crate::tuning::Tuning;
 
 /// How many publishes may wait for the connection task (queued, or held
@@ -26,9 +28,10 @@ const PUBLISH_QUEUE: usize = 1024;
 
 /// What the handles of one connection share.
 pub(crate) struct ConnectionInner {
-    /// `host:port`, the virtual host and the connection name, for Debug
-    /// output and messages.
-    pub(crate) address: String,
+    /// `host:port` (changed by the task when it reconnects elsewhere), the
+    /// virtual host and the connection name, for Debug output and
+    /// messages.
+    pub(crate) address: Arc<Mutex<String>>,
     pub(crate) vhost: String,
     pub(crate) name: Option<String>,
     /// Every command, publishes included, in one queue: the order of the
@@ -43,13 +46,17 @@ pub(crate) struct ConnectionInner {
     pub(crate) tuning: Tuning,
     server_properties: FieldTable,
     pub(crate) max_body_size: u64,
+    /// Server-named queues declared again under a new name.
+    renames: crate::state::QueueRenames,
+    /// The connection reconnects when lost.
+    robust: bool,
 }
 
 impl std::fmt::Debug for ConnectionInner {
     /// Where it goes and whether it is open: no secrets, no internals.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut s = f.debug_struct("Connection");
-        s.field("address", &self.address)
+        s.field("address", &self.address())
             .field("vhost", &self.vhost);
         if let Some(name) = &self.name {
             s.field("name", name);
@@ -62,7 +69,113 @@ impl std::fmt::Debug for ConnectionInner {
     }
 }
 
+/// A socket with the AMQP handshake done, ready for the connection task.
+pub(crate) struct OpenedSocket {
+    pub(crate) transport: Transport,
+    pub(crate) opened: Opened,
+    /// What was read past the handshake.
+    pub(crate) read: BytesMut,
+    /// The broker that answered.
+    pub(crate) address: BrokerAddress,
+}
+
+/// Opens a socket to one of `config`'s addresses: TCP (and TLS), the AMQP
+/// handshake, tuning and the virtual host, each address within
+/// `config.connection_timeout`.
+///
+/// An address that cannot be reached moves on to the next; a refusal
+/// that every node would repeat (wrong password, unknown vhost) ends at
+/// once. When none answers, the error is [`Error::NoBrokerReachable`]
+/// with every attempt (with one address, that attempt's error).
+pub(crate) async fn open_socket(config: &ConnectionConfig) -> Result<OpenedSocket> {
+    let addresses = config.addresses();
+    let several = addresses.len() > 1;
+    let mut attempts = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        match open_one(config.for_address(&address)).await {
+            Ok((transport, opened, read)) => {
+                return Ok(OpenedSocket {
+                    transport,
+                    opened,
+                    read,
+                    address,
+                })
+            }
+            Err(error) if several && error.is_connection_error() => {
+                attempts.push((address.to_string(), error));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(Error::NoBrokerReachable { attempts })
+}
+
+/// Opens a socket to `config`'s `host:port`.
+async fn open_one(config: ConnectionConfig) -> Result<(Transport, Opened, BytesMut)> {
+    let span =
+        tracing::info_span!("amqp_connection", address = %config.address(), vhost = %config.vhost);
+    let opened = open_in(&config).instrument(span.clone()).await;
+    match &opened {
+        // The address is in the span; the error never holds a password.
+        Err(error) => span.in_scope(|| tracing::warn!(%error, "could not open the connection")),
+        Ok((_, opened, _)) => span.in_scope(|| {
+            tracing::info!(
+                channel_max = opened.tuning.channel_max,
+                frame_max = opened.tuning.frame_max,
+                heartbeat = opened.tuning.heartbeat,
+                "connection open"
+            )
+        }),
+    }
+    opened
+}
+
+async fn open_in(config: &ConnectionConfig) -> Result<(Transport, Opened, BytesMut)> {
+    let timeout = config.connection_timeout;
+    let stage = Arc::new(OnceLock::new());
+    let opening = async {
+        let mut transport = transport::connect(config).await?;
+        let _ = stage.set("AMQP handshake");
+        let (opened, read) = driver::handshake(&mut transport, config).await?;
+        Ok::<_, Error>((transport, opened, read))
+    };
+    match tokio::time::timeout(timeout, opening).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ConnectTimeout {
+            address: config.address(),
+            after: timeout,
+            stage: stage
+                .get()
+                .copied()
+                .unwrap_or("TCP connect or TLS handshake"),
+        }),
+    }
+}
+
 impl ConnectionInner {
+    /// The broker the connection is on now (`host:port`).
+    pub(crate) fn address(&self) -> String {
+        lock_address(&self.address).clone()
+    }
+
+    /// The name the server-named queue first declared as `name` has now.
+    pub(crate) fn renamed_queue(&self, name: &str) -> Option<ShortString> {
+        let renames = self
+            .renames
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = ShortString::try_from(name).ok()?;
+        let mut current = renames.get(&name)?;
+        // Renamed at each reconnection: follow to the last name.
+        for _ in 0..renames.len() {
+            match renames.get(current) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        Some(current.clone())
+    }
+
     /// The error to report when the task is gone.
     pub(crate) fn closed_error(&self) -> Error {
         self.closed
@@ -87,6 +200,13 @@ impl Drop for ConnectionInner {
             reply: None,
         });
     }
+}
+
+/// The current address; a poisoned lock holds a whole string still.
+pub(crate) fn lock_address(address: &Mutex<String>) -> MutexGuard<'_, String> {
+    address
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An open AMQP connection.
@@ -137,86 +257,49 @@ impl Connection {
     /// socket; nothing is left running.
     pub async fn open(config: ConnectionConfig) -> Result<Connection> {
         config.validate()?;
-        let addresses = config.addresses();
-        if addresses.len() == 1 {
-            return Self::open_one(config).await;
-        }
-        // Several brokers (a cluster's nodes): the next one when a broker
-        // cannot be reached; a refusal every node would repeat (a wrong
-        // password, an unknown vhost) ends the search at once.
-        let mut attempts = Vec::with_capacity(addresses.len());
-        for address in addresses {
-            match Self::open_one(config.for_address(&address)).await {
-                Ok(connection) => return Ok(connection),
-                Err(error) if error.is_connection_error() => {
-                    attempts.push((address.to_string(), error));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(Error::NoBrokerReachable { attempts })
-    }
-
-    /// Opens a connection to `config`'s `host:port`.
-    async fn open_one(config: ConnectionConfig) -> Result<Connection> {
-        let span = tracing::info_span!("amqp_connection", address = %config.address(), vhost = %config.vhost);
-        let opened = Self::open_in(config, span.clone())
-            .instrument(span.clone())
-            .await;
-        if let Err(error) = &opened {
-            // The address is in the span; the error never holds a password.
-            span.in_scope(|| tracing::warn!(%error, "could not open the connection"));
-        }
-        opened
-    }
-
-    async fn open_in(config: ConnectionConfig, span: tracing::Span) -> Result<Connection> {
-        let address = config.address();
-        let timeout = config.connection_timeout;
-        let stage = Arc::new(OnceLock::new());
-        let opening = async {
-            let mut transport = transport::connect(&config).await?;
-            let _ = stage.set("AMQP handshake");
-            let (opened, read) = driver::handshake(&mut transport, &config).await?;
-            Ok::<_, Error>((transport, opened, read))
-        };
-        let (transport, opened, read) = match tokio::time::timeout(timeout, opening).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(Error::ConnectTimeout {
-                    address,
-                    after: timeout,
-                    stage: stage
-                        .get()
-                        .copied()
-                        .unwrap_or("TCP connect or TLS handshake"),
-                })
-            }
-        };
-        tracing::info!(
-            channel_max = opened.tuning.channel_max,
-            frame_max = opened.tuning.frame_max,
-            heartbeat = opened.tuning.heartbeat,
-            "connection open"
-        );
+        let socket = open_socket(&config).await?;
+        let address = socket.address.to_string();
+        let span =
+            tracing::info_span!("amqp_connection", address = %address, vhost = %config.vhost);
+        let OpenedSocket {
+            transport,
+            opened,
+            read,
+            ..
+        } = socket;
         let (events, _) = broadcast::channel(256);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let publish_permits = Arc::new(Semaphore::new(PUBLISH_QUEUE));
         let closed = Arc::new(OnceLock::new());
-        let state = ConnectionState::new(
+        let current_address = Arc::new(Mutex::new(address));
+        let mut state = ConnectionState::new(
             opened.tuning,
             config.max_body_size,
             events.clone(),
             Instant::now(),
         );
+        state.set_robust(config.reconnect.is_some());
+        let renames = state.renames();
+        let reconnect = config.reconnect.clone().map(|policy| driver::Reconnect {
+            config: config.clone(),
+            policy,
+            address: current_address.clone(),
+        });
         driver::spawn(
-            Driver::new(transport, read, state, commands_rx, publish_permits.clone()),
+            Driver::new(
+                transport,
+                read,
+                state,
+                commands_rx,
+                publish_permits.clone(),
+                reconnect,
+            ),
             closed.clone(),
             span,
         );
         Ok(Connection {
             inner: Arc::new(ConnectionInner {
-                address,
+                address: current_address,
                 vhost: config.vhost.clone(),
                 name: config.connection_name.clone(),
                 commands: commands_tx,
@@ -226,6 +309,8 @@ impl Connection {
                 tuning: opened.tuning,
                 server_properties: opened.server_properties,
                 max_body_size: config.max_body_size,
+                renames,
+                robust: config.reconnect.is_some(),
             }),
         })
     }
@@ -300,9 +385,10 @@ impl Connection {
         self.inner.closed.get().is_some() || self.inner.commands.is_closed()
     }
 
-    /// The broker's `host:port` (never the credentials).
-    pub fn address(&self) -> &str {
-        &self.inner.address
+    /// The broker's `host:port` (never the credentials): with several
+    /// addresses, the one connected to now.
+    pub fn address(&self) -> String {
+        self.inner.address()
     }
 
     /// The virtual host.
@@ -338,6 +424,20 @@ impl Connection {
         let (reply, rx) = oneshot::channel();
         self.inner.send(Command::Topology { reply })?;
         rx.await.map_err(|_| self.inner.closed_error())?
+    }
+
+    /// True when the connection reconnects when lost (it was opened with
+    /// a [`ReconnectPolicy`](crate::ReconnectPolicy)).
+    pub fn is_robust(&self) -> bool {
+        self.inner.robust
+    }
+
+    /// The name a queue the broker named `name` has now: after a
+    /// reconnection, a server-named queue is declared again and the broker
+    /// names it anew (see [`ConnectionEvent::QueueRenamed`]). `None` when
+    /// it was not renamed.
+    pub fn renamed_queue(&self, name: &str) -> Option<ShortString> {
+        self.inner.renamed_queue(name)
     }
 
     /// What the broker said about itself (product, version, capabilities).

@@ -57,15 +57,37 @@ impl Consumer {
 
     /// The next delivery; `None` once the consumer has ended.
     ///
+    /// On a connection that reconnects, deliveries still buffered from
+    /// the connection that was lost are skipped (unless the consumer
+    /// needs no acks): they could no longer be acked, and the broker
+    /// delivers them again.
+    ///
     /// # Cancel safety
     /// Cancel-safe: a delivery is never lost by dropping this future.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next delivery (for `Stream` implementations).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        self.rx.poll_recv(cx)
+        loop {
+            let delivery = std::task::ready!(self.rx.poll_recv(cx));
+            match delivery {
+                Some(d) if !self.no_ack && self.is_stale(d.delivery_tag) => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    /// True for a delivery of a connection that was lost.
+    fn is_stale(&self, delivery_tag: u64) -> bool {
+        delivery_tag
+            <= self
+                .channel
+                .inner
+                .shared
+                .stale_through
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Why the consumer ended, once it has.

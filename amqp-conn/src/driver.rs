@@ -10,7 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use amqp_wire::Frame;
@@ -22,8 +22,10 @@ use tokio_util::sync::PollSender;
 use tracing::Instrument;
 
 use crate::command::{ChannelRef, Command};
-use crate::config::ConnectionConfig;
+use crate::config::{ConnectionConfig, ReconnectPolicy};
+use crate::connection::{lock_address, open_socket, OpenedSocket};
 use crate::error::{Error, Result};
+use crate::events::ConnectionEvent;
 use crate::handshake::{Handshake, Opened};
 use crate::message::Delivery;
 use crate::state::{ConnectionPhase, ConnectionState, Stall};
@@ -86,9 +88,31 @@ pub(crate) async fn handshake(
     }
 }
 
+/// What the task needs to open the connection again when it is lost.
+pub(crate) struct Reconnect {
+    pub(crate) config: ConnectionConfig,
+    pub(crate) policy: ReconnectPolicy,
+    /// The connection's current address, shown by the handles.
+    pub(crate) address: Arc<Mutex<String>>,
+}
+
+/// An attempt to open a new socket: the wait of the policy, then every
+/// address in turn.
+type Attempt = Pin<Box<dyn Future<Output = Result<OpenedSocket>> + Send>>;
+
+/// Where the reconnection is.
+struct Reconnecting {
+    /// When the connection was lost.
+    lost_at: Instant,
+    /// Attempts made so far (the one under way included).
+    attempts: u32,
+    attempt: Attempt,
+}
+
 /// The connection task's state.
 pub(crate) struct Driver {
-    transport: Transport,
+    /// `None` while reconnecting.
+    transport: Option<Transport>,
     read: BytesMut,
     state: ConnectionState,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -102,6 +126,11 @@ pub(crate) struct Driver {
     stall: Option<(ChannelRef, PollSender<Delivery>, Delivery)>,
     needs_flush: bool,
     handles_gone: bool,
+    reconnect: Option<Reconnect>,
+    reconnecting: Option<Reconnecting>,
+    /// When the connection was lost, until it is restored: attempts
+    /// and the time to restore count from here.
+    lost: Option<(Instant, u32)>,
 }
 
 impl Driver {
@@ -111,9 +140,10 @@ impl Driver {
         state: ConnectionState,
         commands: mpsc::UnboundedReceiver<Command>,
         publish_permits: Arc<Semaphore>,
+        reconnect: Option<Reconnect>,
     ) -> Self {
         Driver {
-            transport,
+            transport: Some(transport),
             read,
             state,
             commands,
@@ -125,6 +155,9 @@ impl Driver {
             stall: None,
             needs_flush: false,
             handles_gone: false,
+            reconnect,
+            reconnecting: None,
+            lost: None,
         }
     }
 
@@ -141,13 +174,21 @@ impl Driver {
             let mut progress = false;
             progress |= self.poll_stall(cx);
             progress |= self.poll_commands(cx, now);
-            match self.poll_read(cx, now) {
-                Ok(read) => progress |= read,
-                Err(error) => self.state.shutdown(error),
-            }
-            match self.poll_write(cx, now) {
-                Ok(wrote) => progress |= wrote,
-                Err(error) => self.state.shutdown(error),
+            if self.state.is_reconnecting() {
+                progress |= self.poll_reconnect(cx, now);
+            } else {
+                if self.lost.is_some() && !self.state.is_recovering() {
+                    // Restored: the next loss counts attempts afresh.
+                    self.lost = None;
+                }
+                match self.poll_read(cx, now) {
+                    Ok(read) => progress |= read,
+                    Err(error) => self.state.shutdown(error, now),
+                }
+                match self.poll_write(cx, now) {
+                    Ok(wrote) => progress |= wrote,
+                    Err(error) => self.state.shutdown(error, now),
+                }
             }
             // Room was made, or the broker unblocked: held publishes go.
             self.state.release_held(now);
@@ -166,6 +207,71 @@ impl Driver {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// While the connection is lost: drops the old socket, then makes
+    /// attempts at a new one as the policy says; on success the state
+    /// starts its recovery, after the last allowed attempt it gives up.
+    fn poll_reconnect(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let Some(reconnect) = &self.reconnect else {
+            return false;
+        };
+        if self.transport.take().is_some() {
+            // The old socket goes; nothing read or to flush survives it.
+            self.read.clear();
+            self.needs_flush = false;
+            self.stall = None;
+        }
+        let (lost_at, attempts) = *self.lost.get_or_insert((now, 0));
+        let reconnecting = self.reconnecting.get_or_insert_with(|| {
+            let attempts = attempts + 1;
+            let delay = reconnect.policy.delay_before(attempts);
+            let config = reconnect.config.clone();
+            Reconnecting {
+                lost_at,
+                attempts,
+                attempt: Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    open_socket(&config).await
+                }),
+            }
+        });
+        let Poll::Ready(result) = reconnecting.attempt.as_mut().poll(cx) else {
+            return false;
+        };
+        let Reconnecting {
+            lost_at, attempts, ..
+        } = self.reconnecting.take().expect("polled above");
+        self.lost = Some((lost_at, attempts));
+        match result {
+            Ok(socket) => {
+                let address = socket.address.to_string();
+                *lock_address(&reconnect.address) = address.clone();
+                self.transport = Some(socket.transport);
+                self.read = socket.read;
+                self.state
+                    .reconnected(socket.opened.tuning, address, attempts, lost_at, now);
+            }
+            Err(error) => {
+                let last = reconnect
+                    .policy
+                    .max_attempts
+                    .is_some_and(|max| attempts >= max)
+                    || !reconnectable(&error);
+                if last {
+                    self.state.give_up(error);
+                } else {
+                    let retry_in = reconnect.policy.delay_before(attempts + 1);
+                    tracing::warn!(%error, attempt = attempts, ?retry_in, "reconnecting failed");
+                    self.state.emit(ConnectionEvent::ReconnectFailed {
+                        attempt: attempts,
+                        error,
+                        retry_in,
+                    });
+                }
+            }
+        }
+        true
     }
 
     /// A delivery waits for room in its consumer's buffer.
@@ -248,6 +354,9 @@ impl Driver {
         if matches!(self.state.phase, ConnectionPhase::Closed { .. }) {
             return Ok(false);
         }
+        if self.transport.is_none() {
+            return Ok(false);
+        }
         let mut progress = self.decode_buffered(now)?;
         if self.stall.is_some() || self.state.stall.is_some() {
             return Ok(progress);
@@ -255,7 +364,10 @@ impl Driver {
         if self.read.capacity() - self.read.len() < READ_RESERVE / 4 {
             self.read.reserve(READ_RESERVE);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.transport), cx, &mut self.read) {
+        let Some(transport) = self.transport.as_mut() else {
+            return Ok(progress);
+        };
+        match tokio_util::io::poll_read_buf(Pin::new(transport), cx, &mut self.read) {
             Poll::Pending => {}
             Poll::Ready(Ok(0)) => {
                 let error = match &self.state.phase {
@@ -309,13 +421,16 @@ impl Driver {
 
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool> {
         let mut progress = false;
+        let Some(transport) = self.transport.as_mut() else {
+            return Ok(false);
+        };
         while !self.state.out.is_empty() {
             let written = if self.state.out.is_contiguous() {
-                Pin::new(&mut self.transport).poll_write(cx, self.state.out.chunk())
+                Pin::new(&mut *transport).poll_write(cx, self.state.out.chunk())
             } else {
                 let mut slices = [IoSlice::new(&[]); 64];
                 let n = self.state.out.io_slices(&mut slices);
-                Pin::new(&mut self.transport).poll_write_vectored(cx, &slices[..n])
+                Pin::new(&mut *transport).poll_write_vectored(cx, &slices[..n])
             };
             match written {
                 Poll::Pending => break,
@@ -335,7 +450,7 @@ impl Driver {
             }
         }
         if self.state.out.is_empty() && self.needs_flush {
-            match Pin::new(&mut self.transport).poll_flush(cx) {
+            match Pin::new(transport).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.needs_flush = false,
                 Poll::Ready(Err(e)) => return Err(Error::io(e)),
                 Poll::Pending => {}
@@ -367,6 +482,22 @@ impl Driver {
         self.state.handle_timeout(now, paused);
         // The deadline moved (or the connection ended): poll again.
         self.state.deadline() != Some(deadline)
+    }
+}
+
+/// True for the errors another attempt may not repeat: unreachable
+/// brokers, timeouts, closes. A refused login or vhost ends the
+/// reconnection.
+fn reconnectable(error: &Error) -> bool {
+    match error {
+        Error::NoBrokerReachable { attempts } => {
+            attempts.iter().all(|(_, error)| reconnectable(error))
+        }
+        Error::AuthenticationFailed { .. }
+        | Error::VhostRefused { .. }
+        | Error::MechanismNotOffered { .. }
+        | Error::Config(_) => false,
+        _ => true,
     }
 }
 

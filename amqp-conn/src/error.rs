@@ -268,6 +268,17 @@ pub enum Error {
         /// The delivery tag.
         delivery_tag: u64,
     },
+    /// The delivery came over a connection that was lost before it was
+    /// settled; the connection reconnected. The broker has requeued the
+    /// message and delivers it again: settle that delivery instead.
+    /// Nothing was sent.
+    #[error("delivery {delivery_tag} on channel {channel} came over a connection that was lost; the broker requeued the message and delivers it again (settle the new delivery)")]
+    StaleDelivery {
+        /// The channel.
+        channel: u16,
+        /// The delivery tag.
+        delivery_tag: u64,
+    },
     /// A request awaited for its reply had its `nowait` bit set (the broker
     /// would answer nothing), or one sent as nowait had it unset.
     #[error("{method}: the nowait bit decides whether the broker replies; await requests with nowait=false, send the others with send_nowait")]

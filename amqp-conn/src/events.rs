@@ -1,5 +1,9 @@
 //! Notifications from the connection that a user can subscribe to.
 
+use std::time::Duration;
+
+use amqp_wire::ShortString;
+
 use crate::error::Error;
 use crate::message::ReturnedMessage;
 
@@ -32,6 +36,43 @@ pub enum ConnectionEvent {
         /// The message.
         returned: Box<ReturnedMessage>,
     },
-    /// The connection closed.
+    /// A connection with a [`ReconnectPolicy`](crate::ReconnectPolicy)
+    /// lost its socket and is being opened again. Handles stay valid:
+    /// requests and publishes made meanwhile wait for the reconnection.
+    Disconnected {
+        /// Why the connection was lost.
+        error: Error,
+    },
+    /// An attempt to reconnect failed; the next one follows after
+    /// `retry_in`.
+    ReconnectFailed {
+        /// Attempts made since the connection was lost (1 is the first).
+        attempt: u32,
+        /// Why it failed.
+        error: Error,
+        /// The wait before the next attempt.
+        retry_in: Duration,
+    },
+    /// The connection is open again, with its channels, exchanges,
+    /// queues, bindings and consumers restored.
+    Reconnected {
+        /// Attempts it took (1: the first attempt succeeded).
+        attempts: u32,
+        /// From the loss of the connection to the end of the recovery.
+        took: Duration,
+        /// The broker it is connected to now (`host:port`).
+        address: String,
+    },
+    /// A queue declared with a name chosen by the broker was declared
+    /// again on reconnection and got a new name; bindings and consumers
+    /// of the old name now use the new one.
+    QueueRenamed {
+        /// The name before the reconnection.
+        old: ShortString,
+        /// The name now.
+        new: ShortString,
+    },
+    /// The connection closed (for a connection that reconnects: it was
+    /// closed by the application, or gave up after its last attempt).
     Closed(Error),
 }

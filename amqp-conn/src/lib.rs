@@ -87,8 +87,8 @@ mod tuning;
 pub use channel::{Channel, PublishConfirm};
 pub use command::ConsumerEnd;
 pub use config::{
-    AuthMechanism, BrokerAddress, ConfigError, ConnectionConfig, Credentials, TlsConfig,
-    MAX_CHANNELS, MAX_FRAME_SIZE,
+    AuthMechanism, BrokerAddress, ConfigError, ConnectionConfig, Credentials, ReconnectPolicy,
+    TlsConfig, MAX_CHANNELS, MAX_FRAME_SIZE,
 };
 pub use connection::Connection;
 pub use consumer::Consumer;

@@ -23,6 +23,9 @@ pub(crate) enum Refused {
     AlreadySettled,
     /// No delivery with this tag was made on the channel.
     NeverDelivered,
+    /// The delivery came over a connection that was lost before it was
+    /// settled: the broker gives the message again.
+    Stale,
 }
 
 /// The deliveries of one channel that wait to be settled.
@@ -32,6 +35,9 @@ pub(crate) struct Settlements {
     last_delivered: u64,
     /// Tags delivered with ack and not yet settled, in increasing order.
     waiting: VecDeque<u64>,
+    /// Tags that waited when the connection was last lost (robust
+    /// connections): settling them is refused as stale.
+    stale: VecDeque<u64>,
 }
 
 impl Settlements {
@@ -55,7 +61,15 @@ impl Settlements {
         let index = match self.waiting.binary_search(&tag) {
             Ok(index) => index,
             Err(_) if tag == 0 || tag > self.last_delivered => return Err(Refused::NeverDelivered),
-            Err(_) => return Err(Refused::AlreadySettled),
+            Err(_) => {
+                return match self.stale.binary_search(&tag) {
+                    Ok(index) => {
+                        self.stale.remove(index);
+                        Err(Refused::Stale)
+                    }
+                    Err(_) => Err(Refused::AlreadySettled),
+                }
+            }
         };
         if multiple {
             self.waiting.drain(..=index);
@@ -63,6 +77,15 @@ impl Settlements {
             self.waiting.remove(index);
         }
         Ok(self.all_settled_through(tag))
+    }
+
+    /// The connection was lost and the channel opens again: what waited
+    /// can no longer be settled (the broker requeued it), and the new
+    /// channel's deliveries are numbered after the last tag delivered.
+    /// Returns that last tag: the offset of the new channel's tags.
+    pub(crate) fn start_generation(&mut self) -> u64 {
+        self.stale = std::mem::take(&mut self.waiting);
+        self.last_delivered
     }
 
     /// True when `tag` was delivered and is settled.
@@ -148,6 +171,23 @@ mod tests {
         assert!(s.is_settled(1));
         assert_eq!(s.settle(1, false), Err(Refused::AlreadySettled));
         assert_eq!(s.settle(2, false), Ok(true));
+    }
+
+    #[test]
+    fn what_waited_when_the_connection_was_lost_is_stale() {
+        let mut s = delivered(1..=4);
+        assert_eq!(s.settle(2, false), Ok(false));
+        assert_eq!(s.start_generation(), 4);
+        assert_eq!(s.settle(1, false), Err(Refused::Stale));
+        assert_eq!(s.settle(1, false), Err(Refused::AlreadySettled));
+        assert_eq!(s.settle(2, false), Err(Refused::AlreadySettled));
+        assert_eq!(s.settle(4, true), Err(Refused::Stale));
+        // The new channel's deliveries come after the offset.
+        s.delivered(5, false);
+        s.delivered(6, false);
+        assert_eq!(s.settle(6, true), Ok(true));
+        assert!(s.is_settled(5));
+        assert_eq!(s.settle(3, false), Err(Refused::Stale));
     }
 
     #[test]

@@ -395,8 +395,14 @@ impl<'a> DeclareQueue<'a> {
             arguments: self.arguments,
             ..Default::default()
         };
+        let server_named = declare.queue.is_empty();
         let ok = self.channel.call(declare, self.timeout).await?;
-        Ok(Queue::new(
+        let make = if server_named {
+            Queue::server_named
+        } else {
+            Queue::new
+        };
+        Ok(make(
             self.channel.clone(),
             ok.queue,
             ok.message_count,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use amqp_conn::{ConnectionConfig, ConnectionEvent, TlsConfig};
+use amqp_conn::{ConnectionConfig, ConnectionEvent, ReconnectPolicy, TlsConfig};
 use amqp_wire::{FieldTable, FieldValue};
 
 use crate::channel::Channel;
@@ -56,6 +56,84 @@ pub async fn connect(url: &str) -> Result<Connection> {
 /// nothing is left running.
 pub async fn connect_with(options: ConnectOptions) -> Result<Connection> {
     Connection::open(options.config).await
+}
+
+/// Connects to the broker at `url` and keeps the connection up: when it
+/// is lost (network, broker restart, `rabbitmqctl close_connection`, a
+/// cluster node going down), it reconnects and restores its channels
+/// (numbers, publisher confirms, QoS), exchanges, queues, bindings and
+/// consumers, in the order they were made (aio-pika's `connect_robust`).
+///
+/// The handles stay the same: channels, exchanges, queues, iterators and
+/// consume callbacks carry on after a reconnection without any action.
+/// While the connection is down, publishes and requests wait for it (up
+/// to their timeouts); a publish whose confirm was pending when the
+/// connection was lost ends at once as
+/// [`Error::Indeterminate`](crate::Error::Indeterminate);
+/// acks of messages delivered over the lost connection fail with a clear
+/// error (the broker delivers those messages again). Reconnection follows
+/// [`ReconnectPolicy::default`]: the first attempt at once, then backoff
+/// up to 5 s, without end until [`Connection::close`]. Events:
+/// [`Connection::add_reconnect_callback`], [`Connection::events`].
+///
+/// ```no_run
+/// # async fn example() -> pika::Result<()> {
+/// let connection = pika::connect_robust("amqp://guest:guest@127.0.0.1/").await?;
+/// let channel = connection.channel().await?;
+/// // ... declare, consume, publish: all of it survives a reconnection.
+/// # Ok(()) }
+/// ```
+///
+/// Several brokers (a cluster's nodes): [`connect_robust_urls`], or
+/// [`ConnectOptions::from_urls`] with [`connect_robust_with`].
+///
+/// # Cancel safety
+/// Dropping the future before the first connection is open drops the
+/// half-open socket; nothing is left running.
+pub async fn connect_robust(url: &str) -> Result<Connection> {
+    connect_robust_with(ConnectOptions::from_url(url)?).await
+}
+
+/// [`connect_robust`] to the nodes of a cluster: the first URL gives
+/// everything (credentials, vhost, TLS, parameters), the others more
+/// addresses. Each attempt, the first included, tries them in turn, and
+/// a reconnection moves on to the next node when one is down.
+///
+/// ```no_run
+/// # async fn example() -> pika::Result<()> {
+/// let connection = pika::connect_robust_urls([
+///     "amqp://app:secret@rabbit-1:5672/orders",
+///     "amqp://app:secret@rabbit-2:5672/orders",
+/// ])
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect_robust_urls<'a>(
+    urls: impl IntoIterator<Item = &'a str>,
+) -> Result<Connection> {
+    connect_robust_with(ConnectOptions::from_urls(urls)?).await
+}
+
+/// [`connect_robust`] with options given field by field; the reconnect
+/// policy is [`ConnectOptions::reconnect`]'s, or the default.
+pub async fn connect_robust_with(options: ConnectOptions) -> Result<Connection> {
+    let mut config = options.config;
+    config
+        .reconnect
+        .get_or_insert_with(ReconnectPolicy::default);
+    Connection::open(config).await
+}
+
+/// A reconnection, as [`Connection::add_reconnect_callback`] tells it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Reconnected {
+    /// Attempts it took (1: the first attempt succeeded).
+    pub attempts: u32,
+    /// From the loss of the connection to the end of its recovery.
+    pub took: Duration,
+    /// The broker it is connected to now (`host:port`).
+    pub address: String,
 }
 
 /// Connection options, with aio-pika's names and defaults (localhost:5672,
@@ -118,6 +196,31 @@ impl ConnectOptions {
     /// the nodes (default: in order).
     pub fn shuffle_addresses(mut self, on: bool) -> Self {
         self.config.shuffle_addresses = on;
+        self
+    }
+
+    /// How a robust connection reconnects (see [`connect_robust_with`]);
+    /// also makes [`connect_with`] robust.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pika::{ConnectOptions, ReconnectPolicy};
+    /// let options = ConnectOptions::new().reconnect(
+    ///     ReconnectPolicy::default()
+    ///         .with_max_delay(Duration::from_secs(2))
+    ///         .with_max_attempts(Some(30)),
+    /// );
+    /// ```
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.config.reconnect = Some(policy);
+        self
+    }
+
+    /// The longest wait between two reconnection attempts (aio-pika's
+    /// `reconnect_interval`; default 5 s).
+    pub fn reconnect_interval(mut self, interval: Duration) -> Self {
+        let policy = self.config.reconnect.take().unwrap_or_default();
+        self.config.reconnect = Some(policy.with_max_delay(interval));
         self
     }
 
@@ -531,10 +634,61 @@ impl Connection {
         self.inner.is_closed()
     }
 
-    /// The broker's `host:port` this connection went to (with several
-    /// addresses, the one that answered).
-    pub fn address(&self) -> &str {
+    /// The broker's `host:port` this connection is on (with several
+    /// addresses, the one that answered; after a reconnection, the one it
+    /// reconnected to).
+    pub fn address(&self) -> String {
         self.inner.address()
+    }
+
+    /// True for a connection made with [`connect_robust`]: it reconnects
+    /// when lost, with its channels, topology and consumers.
+    pub fn is_robust(&self) -> bool {
+        self.inner.is_robust()
+    }
+
+    /// Calls `callback` each time the connection is restored after it was
+    /// lost (aio-pika's `add_reconnect_callback`), with how many attempts
+    /// and how long it took and where it is now. Only connections made
+    /// with [`connect_robust`] reconnect.
+    ///
+    /// ```no_run
+    /// # async fn example() -> pika::Result<()> {
+    /// let connection = pika::connect_robust("amqp://guest:guest@127.0.0.1/").await?;
+    /// connection.add_reconnect_callback(|reconnected| {
+    ///     println!(
+    ///         "back on {} after {:?} ({} attempts)",
+    ///         reconnected.address, reconnected.took, reconnected.attempts
+    ///     );
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn add_reconnect_callback<F>(&self, callback: F)
+    where
+        F: Fn(&Reconnected) + Send + 'static,
+    {
+        // Holds only the event receiver: the callback does not keep the
+        // connection open, and ends with it.
+        let mut events = self.inner.events();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ConnectionEvent::Reconnected {
+                        attempts,
+                        took,
+                        address,
+                        ..
+                    }) => callback(&Reconnected {
+                        attempts,
+                        took,
+                        address,
+                    }),
+                    Ok(ConnectionEvent::Closed(_))
+                    | Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                }
+            }
+        });
     }
 
     /// The virtual host.

@@ -99,11 +99,14 @@ mod message;
 mod queue;
 mod transaction;
 
-pub use amqp_conn::{AuthMechanism, ConnectionEvent};
+pub use amqp_conn::{AuthMechanism, ConnectionEvent, ReconnectPolicy};
 pub use amqp_wire::{BasicProperties, FieldTable, FieldValue, ReplyCode};
 pub use arguments::{DeathReason, Overflow, QueueType, StreamOffset, XDeath};
 pub use channel::{Channel, DeclareExchange, DeclareQueue, SetQos};
-pub use connection::{connect, connect_with, ConnectOptions, Connection, OpenChannel, TlsOptions};
+pub use connection::{
+    connect, connect_robust, connect_robust_urls, connect_robust_with, connect_with,
+    ConnectOptions, Connection, OpenChannel, Reconnected, TlsOptions,
+};
 pub use error::{Error, Result};
 pub use exchange::{
     BindExchange, Confirmation, DeleteExchange, Exchange, ExchangeName, ExchangeType,

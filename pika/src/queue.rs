@@ -2,7 +2,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,11 +24,32 @@ use crate::message::short;
 /// reading; and how many callbacks of one consumer run at once.
 const CONSUMER_BUFFER: usize = 1024;
 
+/// A queue's name, and the name it has after a reconnection renamed it
+/// (a chain: each rename adds a link, so `Queue::name` can hand out a
+/// `&str` that stays valid).
+#[derive(Debug)]
+struct QueueName {
+    name: ShortString,
+    /// Named by the broker: may be renamed on reconnection.
+    server_named: bool,
+    renamed: OnceLock<Arc<QueueName>>,
+}
+
+impl QueueName {
+    fn new(name: ShortString, server_named: bool) -> Self {
+        QueueName {
+            name,
+            server_named,
+            renamed: OnceLock::new(),
+        }
+    }
+}
+
 /// A queue on a channel.
 #[derive(Debug, Clone)]
 pub struct Queue {
     channel: Channel,
-    name: ShortString,
+    name: Arc<QueueName>,
     declared_messages: u32,
     declared_consumers: u32,
 }
@@ -37,15 +58,55 @@ impl Queue {
     pub(crate) fn new(channel: Channel, name: ShortString, messages: u32, consumers: u32) -> Self {
         Queue {
             channel,
-            name,
+            name: Arc::new(QueueName::new(name, false)),
             declared_messages: messages,
             declared_consumers: consumers,
         }
     }
 
+    /// A queue the broker named (declared with `""`): on a robust
+    /// connection its name changes when it is declared again after a
+    /// reconnection.
+    pub(crate) fn server_named(
+        channel: Channel,
+        name: ShortString,
+        messages: u32,
+        consumers: u32,
+    ) -> Self {
+        Queue {
+            name: Arc::new(QueueName::new(name, true)),
+            ..Queue::new(channel, ShortString::default(), messages, consumers)
+        }
+    }
+
     /// The queue's name (chosen by the broker when declared with `""`).
+    ///
+    /// On a connection made with [`connect_robust`](crate::connect_robust)
+    /// a queue the broker named is declared again after a reconnection and
+    /// gets a new name from the broker: this is then the new name (and
+    /// this queue's bindings and consumers use it already).
     pub fn name(&self) -> &str {
-        &self.name
+        self.current_name()
+    }
+
+    /// The name now, following renames on reconnection.
+    fn current_name(&self) -> &ShortString {
+        let mut cell: &QueueName = &self.name;
+        loop {
+            if let Some(next) = cell.renamed.get() {
+                cell = next;
+                continue;
+            }
+            if !cell.server_named {
+                return &cell.name;
+            }
+            match self.channel.inner.connection().renamed_queue(&cell.name) {
+                Some(new) if new != cell.name => {
+                    let _ = cell.renamed.set(Arc::new(QueueName::new(new, true)));
+                }
+                _ => return &cell.name,
+            }
+        }
     }
 
     /// Messages in the queue when it was declared.
@@ -195,7 +256,7 @@ impl Queue {
             return Err(error.clone());
         }
         let consume = BasicConsume {
-            queue: self.name.clone(),
+            queue: self.current_name().clone(),
             consumer_tag: match &options.consumer_tag {
                 Some(tag) => short("consumer tag", tag)?,
                 None => ShortString::default(),
@@ -482,7 +543,7 @@ impl<'a> Bind<'a> {
         }
         let exchange = short("exchange name", &self.exchange)?;
         let routing_key = short("routing key", &self.routing_key)?;
-        let queue = self.queue.name.clone();
+        let queue = self.queue.current_name().clone();
         let channel = &self.queue.channel;
         if self.unbind {
             let unbind = QueueUnbind {
@@ -538,7 +599,7 @@ impl<'a> Get<'a> {
 
     async fn run(self) -> Result<Option<IncomingMessage>> {
         let get = BasicGet {
-            queue: self.queue.name.clone(),
+            queue: self.queue.current_name().clone(),
             no_ack: self.no_ack,
             ..Default::default()
         };
@@ -553,7 +614,7 @@ impl<'a> Get<'a> {
                 self.no_ack,
             ))),
             None if self.fail => Err(Error::QueueEmpty {
-                queue: self.queue.name.to_string(),
+                queue: self.queue.name().to_string(),
             }),
             None => Ok(None),
         }
@@ -593,7 +654,7 @@ impl<'a> Delete<'a> {
 
     async fn run(self) -> Result<u32> {
         let delete = QueueDelete {
-            queue: self.queue.name.clone(),
+            queue: self.queue.current_name().clone(),
             if_unused: self.if_unused,
             if_empty: self.if_empty,
             ..Default::default()
@@ -633,7 +694,7 @@ impl<'a> Purge<'a> {
 
     async fn run(self) -> Result<Option<u32>> {
         let purge = QueuePurge {
-            queue: self.queue.name.clone(),
+            queue: self.queue.current_name().clone(),
             nowait: self.no_wait,
             ..Default::default()
         };

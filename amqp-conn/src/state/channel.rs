@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 use amqp_wire::{
-    BasicCancel, BasicCancelOk, BasicDeliver, BasicGetOk, BasicReject, BasicReturn, BodyAssembler,
-    ChannelClose, ChannelCloseOk, ChannelFlowOk, ContentHeader, Frame, Method, ReplyCode,
-    ShortString,
+    BasicCancel, BasicCancelOk, BasicDeliver, BasicGetOk, BasicQos, BasicReject, BasicReturn,
+    BodyAssembler, ChannelClose, ChannelCloseOk, ChannelFlowOk, ChannelOpen, ConfirmSelect,
+    ContentHeader, Frame, Method, ReplyCode, ShortString,
 };
 use bytes::Bytes;
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
@@ -107,19 +107,33 @@ pub(crate) struct ChannelState {
     /// `amqp_channel{channel}`, inside the connection's span: what is
     /// logged about this channel is logged in it.
     span: tracing::Span,
-    /// What the broker confirmed since the connection last looked, for
-    /// its topology record: (request, reply) pairs, and consumers that
-    /// ended without a cancel-ok (cancelled by the broker).
-    pub(crate) topology_changes: Vec<TopologyChange>,
+    /// What the connection has to learn since it last looked: changes to
+    /// its topology record, answers to its recovery's requests.
+    pub(crate) changes: Vec<ChannelChange>,
+    /// Added to the broker's delivery tags of this opening of the
+    /// channel, so that tags keep growing across reconnections and a
+    /// delivery of a lost connection is never settled on the new one.
+    tag_base: u64,
+    /// The last `basic.qos` the broker accepted: set again on reopening.
+    qos: Option<BasicQos>,
+    /// `tx.select` was accepted: a transaction cannot survive a lost
+    /// connection, so such a channel is not reopened.
+    tx_mode: bool,
+    /// `channel.open-ok` arrived once: the channel is reopened when the
+    /// connection comes back.
+    opened: bool,
 }
 
-/// A change to the connection's topology record, seen by a channel.
+/// What a channel tells the connection, seen while handling a frame or
+/// a command.
 #[derive(Debug)]
-pub(crate) enum TopologyChange {
+pub(crate) enum ChannelChange {
     /// The broker answered a request (first) with a reply (second).
     Confirmed(Box<(Method, Method)>),
     /// The consumer with this tag ended without a cancel-ok.
     ConsumerGone(ShortString),
+    /// The answer to a request of the recovery.
+    Recovery(Result<Method>),
 }
 
 /// True for the requests whose success changes the topology record.
@@ -151,7 +165,11 @@ impl ChannelState {
             confirms: None,
             consumers: Vec::new(),
             incoming: None,
-            topology_changes: Vec::new(),
+            changes: Vec::new(),
+            tag_base: 0,
+            qos: None,
+            tx_mode: false,
+            opened: false,
             max_body_size,
             held: VecDeque::new(),
             held_publishes: 0,
@@ -161,6 +179,11 @@ impl ChannelState {
 
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.phase, ChannelPhase::Open)
+    }
+
+    /// The channel as handles name it.
+    pub(crate) fn r(&self) -> ChannelRef {
+        self.r
     }
 
     /// True while the application's close waits for confirms.
@@ -259,11 +282,33 @@ impl ChannelState {
             return;
         }
         match method {
-            Method::BasicAck(ack) => out.ack(self.r, ack.delivery_tag, ack.multiple, merge),
+            Method::BasicAck(ack) => {
+                if let Some(tag) = self.broker_tag(ack.delivery_tag) {
+                    out.ack(self.r, tag, ack.multiple, merge);
+                }
+            }
+            Method::BasicNack(nack) if self.tag_base > 0 => {
+                if let Some(delivery_tag) = self.broker_tag(nack.delivery_tag) {
+                    let nack = amqp_wire::BasicNack {
+                        delivery_tag,
+                        ..nack.clone()
+                    };
+                    amqp_wire::encode_method(&mut out.buf, self.r.id, &nack.into());
+                }
+            }
+            Method::BasicReject(reject) if self.tag_base > 0 => {
+                if let Some(delivery_tag) = self.broker_tag(reject.delivery_tag) {
+                    let reject = BasicReject {
+                        delivery_tag,
+                        ..reject.clone()
+                    };
+                    amqp_wire::encode_method(&mut out.buf, self.r.id, &reject.into());
+                }
+            }
             Method::BasicCancel(cancel) => {
                 // No cancel-ok will come: the consumer ends now.
-                self.topology_changes
-                    .push(TopologyChange::ConsumerGone(cancel.consumer_tag.clone()));
+                self.changes
+                    .push(ChannelChange::ConsumerGone(cancel.consumer_tag.clone()));
                 if let Some(index) = self
                     .consumers
                     .iter()
@@ -386,11 +431,128 @@ impl ChannelState {
         out.publish(self.r.id, &publish, properties, &body, frame_max);
     }
 
+    /// The broker's tag of a delivery this channel numbered `tag`;
+    /// `None` for a delivery of a connection that was lost (settled in
+    /// the book before the reconnection, sent after it: the broker
+    /// requeued the message already).
+    fn broker_tag(&self, tag: u64) -> Option<u64> {
+        match tag.checked_sub(self.tag_base) {
+            Some(0) | None => None,
+            Some(tag) => Some(tag),
+        }
+    }
+
+    /// The connection was lost. A channel that was open keeps its
+    /// consumers and what waits to be sent, to be reopened on the new
+    /// connection (true); the request on the wire fails, pending confirms
+    /// end indeterminate, and deliveries not settled become stale. Other
+    /// channels (opening, closing, in a transaction) fail and close
+    /// (false).
+    pub(crate) fn disconnect(&mut self, error: &Error) -> bool {
+        let closing = matches!(
+            self.phase,
+            ChannelPhase::Closing { .. } | ChannelPhase::Draining { .. }
+        );
+        if !self.opened || closing || self.tx_mode {
+            let error = if self.tx_mode {
+                Error::ChannelClosed {
+                    channel: self.r.id,
+                    reason: CloseReason::library(
+                        ReplyCode::CONNECTION_FORCED,
+                        "the connection was lost during a transaction; its uncommitted work is gone: open a channel and start the transaction again",
+                    ),
+                }
+            } else {
+                error.clone()
+            };
+            self.fail(error);
+            if let ChannelPhase::Closing { reply: Some(reply) }
+            | ChannelPhase::Draining { reply: Some(reply) } =
+                std::mem::replace(&mut self.phase, ChannelPhase::Opening)
+            {
+                // What the application asked for, a closed channel, is so.
+                let _ = reply.send(Ok(()));
+            }
+            return false;
+        }
+        let mut calls = std::mem::take(&mut self.calls).into_iter();
+        if self.in_flight {
+            if let Some((_, reply)) = calls.next() {
+                reply.fail(error.clone());
+            }
+            self.in_flight = false;
+        }
+        // Requests not sent yet go first once the channel is back.
+        let waiting: Vec<Command> = calls
+            .filter(|(_, reply)| !matches!(reply, Reply::Recovery))
+            .map(|(method, reply)| Command::Call {
+                channel: self.r,
+                method,
+                reply,
+            })
+            .collect();
+        for command in waiting.into_iter().rev() {
+            self.unhold(command);
+        }
+        if let Some(mut tracker) = self.confirms.take() {
+            tracker.fail_all(error);
+        }
+        if let Some(Incoming {
+            kind: IncomingKind::Get(_, reply, _),
+            ..
+        }) = self.incoming.take()
+        {
+            let _ = reply.send(Err(error.clone()));
+        }
+        let changes = &mut self.changes;
+        self.consumers.retain(|consumer| {
+            if consumer.cancelling {
+                consumer.sink.end(ConsumerEnd::Cancelled);
+                changes.push(ChannelChange::ConsumerGone(consumer.tag.clone()));
+            }
+            !consumer.cancelling
+        });
+        self.tag_base = lock(&self.shared).start_generation();
+        self.shared
+            .stale_through
+            .store(self.tag_base, Ordering::Release);
+        self.phase = ChannelPhase::Opening;
+        true
+    }
+
+    /// Opens the channel again on a new connection, with its confirm
+    /// mode and QoS; returns how many requests that takes (each answered
+    /// as [`ChannelChange::Recovery`]).
+    pub(crate) fn reopen(&mut self, out: &mut WriteQueue) -> usize {
+        let mut requests = vec![Method::from(ChannelOpen::default())];
+        if self.shared.confirm_mode.load(Ordering::Acquire) {
+            requests.push(ConfirmSelect { nowait: false }.into());
+        }
+        if let Some(qos) = &self.qos {
+            requests.push(qos.clone().into());
+        }
+        let count = requests.len();
+        for request in requests {
+            self.calls.push_back((request, Reply::Recovery));
+        }
+        self.send_next(out);
+        count
+    }
+
+    /// True when the consumer with `tag` lives on this channel.
+    pub(crate) fn has_consumer(&self, tag: &ShortString) -> bool {
+        self.consumers.iter().any(|c| c.tag == *tag)
+    }
+
     /// Every pending request, held command, confirm and consumer ends
     /// with `error`.
     pub(crate) fn fail(&mut self, error: Error) {
         let _ = self.shared.closed.set(error.clone());
         for (_, reply) in self.calls.drain(..) {
+            if matches!(reply, Reply::Recovery) {
+                self.changes
+                    .push(ChannelChange::Recovery(Err(error.clone())));
+            }
             reply.fail(error.clone());
         }
         self.in_flight = false;
@@ -557,8 +719,8 @@ impl ChannelState {
             let consumer = self.consumers.remove(index);
             consumer.sink.end(ConsumerEnd::CancelledByBroker);
         }
-        self.topology_changes
-            .push(TopologyChange::ConsumerGone(cancel.consumer_tag.clone()));
+        self.changes
+            .push(ChannelChange::ConsumerGone(cancel.consumer_tag.clone()));
         if !cancel.nowait {
             let ok = BasicCancelOk {
                 consumer_tag: cancel.consumer_tag.clone(),
@@ -578,17 +740,29 @@ impl ChannelState {
         }
         let (request, reply) = self.calls.pop_front().expect("checked above");
         self.in_flight = false;
-        if shapes_topology(&request) {
-            self.topology_changes
-                .push(TopologyChange::Confirmed(Box::new((
-                    request.clone(),
-                    method.clone(),
-                ))));
+        let recovery = matches!(reply, Reply::Recovery);
+        if shapes_topology(&request) && !recovery {
+            self.changes.push(ChannelChange::Confirmed(Box::new((
+                request.clone(),
+                method.clone(),
+            ))));
+        }
+        match &request {
+            Method::BasicQos(qos) => self.qos = Some(qos.clone()),
+            Method::TxSelect(_) => self.tx_mode = true,
+            _ => {}
         }
         tracing::debug!(channel = self.r.id, method = method.name(), "reply");
         match (reply, method) {
+            (Reply::Recovery, method) => {
+                if let Method::ChannelOpenOk(_) = method {
+                    self.phase = ChannelPhase::Open;
+                }
+                self.changes.push(ChannelChange::Recovery(Ok(method)));
+            }
             (Reply::Open(reply), Method::ChannelOpenOk(_)) => {
                 self.phase = ChannelPhase::Open;
+                self.opened = true;
                 let _ = reply.send(Ok((self.r, self.shared.clone())));
             }
             (Reply::Consume { sink, reply }, Method::BasicConsumeOk(ok)) => {
@@ -686,7 +860,7 @@ impl ChannelState {
         match kind {
             IncomingKind::Deliver(deliver) => {
                 let delivery = Delivery {
-                    delivery_tag: deliver.delivery_tag,
+                    delivery_tag: self.tag_base + deliver.delivery_tag,
                     redelivered: deliver.redelivered,
                     exchange: deliver.exchange,
                     routing_key: deliver.routing_key,
@@ -699,9 +873,10 @@ impl ChannelState {
                 FrameOutcome::default()
             }
             IncomingKind::Get(ok, reply, no_ack) => {
-                self.settlements().delivered(ok.delivery_tag, no_ack);
+                let delivery_tag = self.tag_base + ok.delivery_tag;
+                self.settlements().delivered(delivery_tag, no_ack);
                 let delivery = Delivery {
-                    delivery_tag: ok.delivery_tag,
+                    delivery_tag,
                     redelivered: ok.redelivered,
                     exchange: ok.exchange,
                     routing_key: ok.routing_key,
@@ -747,6 +922,9 @@ impl ChannelState {
         if self.settlements().settle(delivery_tag, false).is_err() {
             return;
         }
+        let Some(delivery_tag) = self.broker_tag(delivery_tag) else {
+            return;
+        };
         let reject = BasicReject {
             delivery_tag,
             requeue: true,

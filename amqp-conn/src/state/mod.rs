@@ -8,6 +8,7 @@ mod channel;
 mod channel_ids;
 mod confirms;
 mod heartbeat;
+mod recovery;
 pub(crate) mod topology;
 mod write_queue;
 
@@ -28,7 +29,7 @@ use crate::message::Delivery;
 use crate::tuning::Tuning;
 use channel::CloseStarted;
 
-use channel::TopologyChange;
+use channel::ChannelChange;
 pub(crate) use channel::{lock as lock_settlements, ChannelState};
 use channel_ids::ChannelIds;
 pub(crate) use confirms::ConfirmTracker;
@@ -67,6 +68,9 @@ pub(crate) struct Stall {
 #[derive(Debug)]
 pub(crate) enum ConnectionPhase {
     Open,
+    /// The socket was lost (a connection with a reconnect policy): the
+    /// driver opens a new one; channels, consumers and held commands wait.
+    Reconnecting,
     /// We sent `connection.close`; waiting for close-ok until `deadline`.
     Closing {
         error: Error,
@@ -105,24 +109,33 @@ pub(crate) struct ConnectionState {
     /// What the broker confirmed this connection declared, bound and
     /// consumes.
     topology: Topology,
+    /// The connection reconnects when it is lost.
+    robust: bool,
+    /// Reopening channels and replaying the topology after a reconnection.
+    recovery: Option<recovery::Recovery>,
+    /// Answers to the recovery's requests, not yet looked at.
+    recovery_answers: Vec<Result<Method>>,
+    /// Channels asked for while reconnecting: opened once recovered.
+    deferred: VecDeque<Command>,
+    /// Server-named queues declared again under a new name: old to new,
+    /// shared with the handles (see `Connection::renamed_queue`).
+    renames: QueueRenames,
 }
 
-/// Moves what `channel` saw into the topology record. Deliveries and
-/// acks change nothing: for them this is one inlined test of an empty
-/// list on the hot path.
+/// Names of server-named queues declared again on reconnection, old to
+/// new; written by the task (rarely), read by the handles.
+pub(crate) type QueueRenames =
+    Arc<std::sync::Mutex<std::collections::HashMap<ShortString, ShortString>>>;
+
+/// Takes what `channel` has to tell the connection. Deliveries and acks
+/// tell nothing: for them this is one inlined test of an empty list on
+/// the hot path.
 #[inline(always)]
-fn record_topology(topology: &mut Topology, channel: &mut ChannelState, id: u16) {
-    if !channel.topology_changes.is_empty() {
-        record_topology_changes(topology, channel, id);
-    }
-}
-
-fn record_topology_changes(topology: &mut Topology, channel: &mut ChannelState, id: u16) {
-    for change in channel.topology_changes.drain(..) {
-        match change {
-            TopologyChange::Confirmed(pair) => topology.confirmed(id, &pair.0, &pair.1),
-            TopologyChange::ConsumerGone(tag) => topology.consumer_gone(id, &tag),
-        }
+fn take_changes(channel: &mut ChannelState) -> Option<Vec<ChannelChange>> {
+    if channel.changes.is_empty() {
+        None
+    } else {
+        Some(std::mem::take(&mut channel.changes))
     }
 }
 
@@ -151,7 +164,44 @@ impl ConnectionState {
             draining: None,
             publishes_received: 0,
             topology: Topology::default(),
+            robust: false,
+            recovery: None,
+            recovery_answers: Vec::new(),
+            deferred: VecDeque::new(),
+            renames: QueueRenames::default(),
         }
+    }
+
+    /// The renames of server-named queues, for the handles.
+    pub(crate) fn renames(&self) -> QueueRenames {
+        self.renames.clone()
+    }
+
+    /// Reconnect when the connection is lost (see `recovery`).
+    pub(crate) fn set_robust(&mut self, robust: bool) {
+        self.robust = robust;
+    }
+
+    /// Moves what a channel told into the topology record; answers to the
+    /// recovery wait in `recovery_answers`.
+    fn apply_changes(&mut self, id: u16, changes: Vec<ChannelChange>) {
+        for change in changes {
+            match change {
+                ChannelChange::Confirmed(pair) => self.topology.confirmed(id, &pair.0, &pair.1),
+                ChannelChange::ConsumerGone(tag) => self.topology.consumer_gone(id, &tag),
+                ChannelChange::Recovery(answer) => {
+                    if self.recovery.is_some() {
+                        self.recovery_answers.push(answer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True while commands of the handles wait: the connection is being
+    /// opened again, or its channels and topology restored.
+    fn waiting_for_recovery(&self) -> bool {
+        self.recovery.is_some() || matches!(self.phase, ConnectionPhase::Reconnecting)
     }
 
     /// Publishes received and no longer held (encoded, or failed): their
@@ -181,7 +231,7 @@ impl ConnectionState {
         matches!(self.phase, ConnectionPhase::Open)
     }
 
-    fn emit(&self, event: ConnectionEvent) {
+    pub(crate) fn emit(&self, event: ConnectionEvent) {
         // No subscribers is fine.
         let _ = self.events.send(event);
     }
@@ -189,7 +239,7 @@ impl ConnectionState {
     /// Why the connection is closing or closed (`None` while open).
     fn close_error(&self) -> Option<&Error> {
         match &self.phase {
-            ConnectionPhase::Open => None,
+            ConnectionPhase::Open | ConnectionPhase::Reconnecting => None,
             ConnectionPhase::Closing { error, .. } | ConnectionPhase::Closed { error } => {
                 Some(error)
             }
@@ -223,6 +273,9 @@ impl ConnectionState {
                 command => command.fail(error),
             };
         }
+        if self.waiting_for_recovery() {
+            return self.hold_for_recovery(command, now);
+        }
         if let Some((reason, _)) = &self.draining {
             // The application's close is under way: nothing new starts.
             return match command {
@@ -251,6 +304,9 @@ impl ConnectionState {
     /// Lets held commands go, channel by channel in turns, while the
     /// connection can take publishes.
     pub(crate) fn release_held(&mut self, now: Instant) {
+        if self.waiting_for_recovery() {
+            return;
+        }
         while let Some(&r) = self.holding.front() {
             let mut turn = 0;
             loop {
@@ -265,6 +321,7 @@ impl ConnectionState {
                     channel.unhold(command);
                     return;
                 }
+
                 self.dispatch(command, now);
                 turn += 1;
                 if turn == HELD_TURN {
@@ -299,7 +356,9 @@ impl ConnectionState {
             } => {
                 if let Some(ch) = find(&mut self.channels, channel) {
                     ch.cast(&method, merge, &mut self.out);
-                    record_topology(&mut self.topology, ch, channel.id);
+                    if let Some(changes) = take_changes(ch) {
+                        self.apply_changes(channel.id, changes);
+                    }
                 }
             }
             Command::Topology { reply } => {
@@ -465,7 +524,7 @@ impl ConnectionState {
                     initiator: Initiator::Broker,
                 };
                 tracing::warn!(%reason, "the broker closed the connection");
-                self.finish(Error::ConnectionClosed(reason));
+                self.lost(Error::ConnectionClosed(reason), now);
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => {
@@ -521,7 +580,9 @@ impl ConnectionState {
             });
         };
         let outcome = channel.handle_frame(frame, &mut self.out, &mut self.stall)?;
-        record_topology(&mut self.topology, channel, id);
+        if let Some(changes) = take_changes(channel) {
+            self.apply_changes(id, changes);
+        }
         if let Some(event) = outcome.event {
             self.emit(event);
         }
@@ -529,6 +590,9 @@ impl ConnectionState {
             self.channels[usize::from(id)] = None;
             self.ids.release(id);
             self.topology.channel_closed(id);
+        }
+        if !self.recovery_answers.is_empty() {
+            self.advance_recovery(now);
         }
         if !self.draining_channels.is_empty() {
             let r = self
@@ -550,7 +614,7 @@ impl ConnectionState {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             ConnectionPhase::Closing { deadline, .. } => Some(*deadline),
-            ConnectionPhase::Closed { .. } => None,
+            ConnectionPhase::Closed { .. } | ConnectionPhase::Reconnecting => None,
             ConnectionPhase::Open => {
                 let closes = self.draining_channels.iter().map(|(_, d)| *d);
                 let connection_close = self.draining.as_ref().map(|(_, d)| *d);
@@ -600,14 +664,13 @@ impl ConnectionState {
                         let interval = hb.interval();
                         tracing::warn!(?silent_for, "missed heartbeats: the broker is unreachable");
                         // Nobody is listening: do not wait for a close-ok.
-                        self.fail_all(&Error::HeartbeatTimeout {
-                            interval,
-                            silent_for,
-                        });
-                        self.finish(Error::HeartbeatTimeout {
-                            interval,
-                            silent_for,
-                        });
+                        self.lost(
+                            Error::HeartbeatTimeout {
+                                interval,
+                                silent_for,
+                            },
+                            now,
+                        );
                     }
                 }
             }
@@ -686,6 +749,11 @@ impl ConnectionState {
                 channel.fail(error.clone());
             }
         }
+        for command in self.deferred.drain(..) {
+            command.fail(error.clone());
+        }
+        self.recovery = None;
+        self.recovery_answers.clear();
         self.holding.clear();
         self.draining_channels.clear();
         self.draining = None;
@@ -702,10 +770,12 @@ impl ConnectionState {
         }
     }
 
-    /// The driver is done with the socket: make sure nothing waits.
-    pub(crate) fn shutdown(&mut self, error: Error) {
-        if !matches!(self.phase, ConnectionPhase::Closed { .. }) {
-            self.finish(error);
+    /// The driver is done with the socket (an I/O error, or the broker
+    /// closed it): reconnect, or make sure nothing waits.
+    pub(crate) fn shutdown(&mut self, error: Error, now: Instant) {
+        match self.phase {
+            ConnectionPhase::Closed { .. } | ConnectionPhase::Reconnecting => {}
+            _ => self.lost(error, now),
         }
     }
 }

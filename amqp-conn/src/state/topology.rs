@@ -69,6 +69,22 @@ impl std::fmt::Display for TopologyEntry {
     }
 }
 
+impl TopologyEntry {
+    /// The queue `old` is now called `new` (a server-named queue declared
+    /// again): this entry follows.
+    pub(crate) fn rename_queue(&mut self, old: &ShortString, new: &ShortString) {
+        let name = match self {
+            TopologyEntry::Queue { name, .. } => name,
+            TopologyEntry::QueueBinding(bind) => &mut bind.queue,
+            TopologyEntry::Consumer { consume, .. } => &mut consume.queue,
+            TopologyEntry::Exchange(_) | TopologyEntry::ExchangeBinding(_) => return,
+        };
+        if name == old {
+            *name = new.clone();
+        }
+    }
+}
+
 /// The record, in the order the broker confirmed its entries.
 #[derive(Debug, Default)]
 pub(crate) struct Topology {
@@ -160,6 +176,13 @@ impl Topology {
                 self.consumer_gone(channel, &cancel.consumer_tag);
             }
             _ => {}
+        }
+    }
+
+    /// The queue `old` is now called `new`: every entry follows.
+    pub(crate) fn rename_queue(&mut self, old: &ShortString, new: &ShortString) {
+        for entry in &mut self.entries {
+            entry.rename_queue(old, new);
         }
     }
 

@@ -1,0 +1,443 @@
+//! `connect_robust`: the connection comes back after a cut, a reset, a
+//! black hole and `rabbitmqctl close_connection`, with its channels,
+//! exchanges, queues, bindings and consumers, and the same handles go on
+//! working: no recovery code in these tests.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use pika::{ConnectOptions, Connection, ConnectionEvent, Error, ExchangeType, Message};
+use pika_test_support::{close_connection_named, FaultProxy};
+use support::unique;
+
+/// Heartbeat of the connections under test: a black hole is found after
+/// about two intervals.
+const HEARTBEAT_SECONDS: u16 = 1;
+
+/// How the connection is lost.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Cut,
+    Reset,
+    BlackHole,
+    ForcedClose,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [
+        Fault::Cut,
+        Fault::Reset,
+        Fault::BlackHole,
+        Fault::ForcedClose,
+    ];
+
+    /// Injects the fault; returns when it is in place (for a black hole:
+    /// once the client found it, within two heartbeat intervals).
+    async fn inject(self, proxy: &FaultProxy, connection: &Connection, connection_name: &str) {
+        match self {
+            Fault::Cut => {
+                proxy.cut().await;
+            }
+            Fault::Reset => {
+                proxy.reset().await;
+            }
+            Fault::BlackHole => {
+                // Silence until the client gives up on this socket; then
+                // the network heals for the new one.
+                let mut events = connection.events();
+                let started = Instant::now();
+                proxy.black_hole(true);
+                let bound = Duration::from_secs(2 * u64::from(HEARTBEAT_SECONDS) + 1);
+                tokio::time::timeout(bound, async {
+                    loop {
+                        if let Ok(ConnectionEvent::Disconnected { .. }) = events.recv().await {
+                            break;
+                        }
+                    }
+                })
+                .await
+                .expect("the black hole is found within two heartbeat intervals");
+                eprintln!("black hole found after {:?}", started.elapsed());
+                proxy.black_hole(false);
+            }
+            Fault::ForcedClose => {
+                let name = connection_name.to_string();
+                tokio::task::spawn_blocking(move || {
+                    close_connection_named(&name, "closed by the robust test")
+                })
+                .await
+                .unwrap()
+                .expect("rabbitmqctl close_connection");
+            }
+        }
+    }
+}
+
+async fn robust_through(proxy: &FaultProxy, name: &str) -> Connection {
+    pika::connect_robust_with(
+        ConnectOptions::from_url(&proxy.url())
+            .unwrap()
+            .heartbeat(HEARTBEAT_SECONDS)
+            .connection_name(name),
+    )
+    .await
+    .expect("connect through the proxy")
+}
+
+/// Waits for the next `Reconnected` event.
+async fn reconnected(events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>) -> Duration {
+    let deadline = Duration::from_secs(20);
+    tokio::time::timeout(deadline, async {
+        loop {
+            match events.recv().await {
+                Ok(ConnectionEvent::Reconnected { took, .. }) => return took,
+                Ok(ConnectionEvent::Closed(error)) => panic!("closed instead: {error}"),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("{error}"),
+            }
+        }
+    })
+    .await
+    .expect("reconnected within 20 s")
+}
+
+async fn consumers_and_publishers_carry_on_after(fault: Fault) {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let name = unique("robust-conn");
+    let connection = robust_through(&proxy, &name).await;
+    let mut events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    channel.set_qos().prefetch_count(10).await.unwrap();
+    let exchange = channel
+        .declare_exchange(&unique("robust-x"))
+        .kind(ExchangeType::Direct)
+        .auto_delete(true)
+        .await
+        .unwrap();
+    let durable = unique("robust-q");
+    let queue = channel.declare_queue(&durable).durable(true).await.unwrap();
+    queue.bind(&exchange, "a").await.unwrap();
+    queue.bind(&exchange, "b").await.unwrap();
+    let mut iterator = queue.iterator().await.unwrap();
+
+    let confirmation = exchange
+        .publish(Message::new("before"), "a")
+        .await
+        .expect("confirmed before the fault");
+    assert!(confirmation.is_ack());
+    let first = support::next(&mut iterator).await.unwrap().unwrap();
+    assert_eq!(first.body().as_ref(), b"before");
+    first.ack(false).unwrap();
+
+    let faulted_at = Instant::now();
+    fault.inject(&proxy, &connection, &name).await;
+    let took = reconnected(&mut events).await;
+    eprintln!(
+        "{fault:?}: restored {took:?} after the loss, {:?} after the fault",
+        faulted_at.elapsed()
+    );
+
+    // Both bindings came back: a message by each key arrives.
+    for key in ["a", "b"] {
+        let confirmation = exchange
+            .publish(Message::new(format!("after {key}")), key)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: publish by {key} after reconnecting: {e}"));
+        assert!(confirmation.is_ack());
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let message = support::next(&mut iterator)
+            .await
+            .expect("the iterator goes on")
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        let body = String::from_utf8(message.body().to_vec()).unwrap();
+        message.ack(false).unwrap();
+        if body != "before" {
+            got.push(body);
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["after a", "after b"], "{fault:?}");
+    assert_eq!(channel.number(), 1);
+    assert!(!connection.is_closed());
+    queue
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cut_is_recovered() {
+    consumers_and_publishers_carry_on_after(Fault::Cut).await;
+}
+
+#[tokio::test]
+async fn a_reset_is_recovered() {
+    consumers_and_publishers_carry_on_after(Fault::Reset).await;
+}
+
+#[tokio::test]
+async fn a_black_hole_is_found_by_heartbeats_and_recovered() {
+    consumers_and_publishers_carry_on_after(Fault::BlackHole).await;
+}
+
+#[tokio::test]
+async fn a_close_by_the_broker_is_recovered() {
+    consumers_and_publishers_carry_on_after(Fault::ForcedClose).await;
+}
+
+/// A server-named exclusive queue comes back under a new name, which its
+/// handle, bindings and consumer use; the event says old and new.
+#[tokio::test]
+async fn a_server_named_exclusive_queue_comes_back_under_its_new_name() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = robust_through(&proxy, &unique("robust-renamed")).await;
+    let mut events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    let exchange = channel
+        .declare_exchange(&unique("robust-fanout"))
+        .kind(ExchangeType::Fanout)
+        .auto_delete(true)
+        .await
+        .unwrap();
+    let queue = channel.declare_queue("").exclusive(true).await.unwrap();
+    let old = queue.name().to_string();
+    queue.bind(&exchange, "").await.unwrap();
+    let mut iterator = queue.iterator().await.unwrap();
+
+    proxy.cut().await;
+    let mut renamed = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = tokio::time::timeout_at(deadline.into(), events.recv())
+            .await
+            .expect("reconnected within 20 s")
+            .unwrap();
+        match event {
+            ConnectionEvent::QueueRenamed { old: o, new } => {
+                assert_eq!(o.as_str(), old);
+                renamed = Some(new.to_string());
+            }
+            ConnectionEvent::Reconnected { .. } => break,
+            _ => {}
+        }
+    }
+    let new = renamed.expect("a QueueRenamed event");
+    assert_ne!(new, old);
+    assert_eq!(queue.name(), new, "the handle has the new name");
+    let confirmation = exchange
+        .publish(Message::new("to the new name"), "")
+        .await
+        .unwrap();
+    assert!(confirmation.is_ack());
+    let message = support::next(&mut iterator).await.unwrap().unwrap();
+    assert_eq!(message.body().as_ref(), b"to the new name");
+    message.ack(false).unwrap();
+    connection.close().await.unwrap();
+}
+
+/// A publish whose confirm was pending when the connection was lost ends
+/// at once as indeterminate, never as success; a publish made while the
+/// connection is down waits for it and is confirmed.
+#[tokio::test]
+async fn pending_confirms_end_indeterminate_and_later_publishes_wait() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = robust_through(&proxy, &unique("robust-pending")).await;
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue(&unique("robust-pending"))
+        .durable(true)
+        .await
+        .unwrap();
+    // Silence: the publish goes out, its confirm cannot come back.
+    proxy.black_hole(true);
+    let pending = {
+        let channel = channel.clone();
+        let name = queue.name().to_string();
+        tokio::spawn(async move {
+            channel
+                .default_exchange()
+                .publish(Message::new("in flight"), &name)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut().await;
+    let lost_at = Instant::now();
+    proxy.black_hole(false);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the pending publish ends")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(Error::Indeterminate(_))),
+        "{outcome:?}"
+    );
+    assert!(lost_at.elapsed() < Duration::from_secs(2));
+
+    // Published while reconnecting (or just after): confirmed.
+    let confirmation = channel
+        .default_exchange()
+        .publish(Message::new("after"), queue.name())
+        .timeout(Duration::from_secs(10))
+        .await
+        .expect("a publish after the loss is confirmed");
+    assert!(confirmation.is_ack());
+    queue
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
+
+/// Acks of deliveries made over the lost connection fail locally with a
+/// clear error and never reach the new channel; the broker delivers the
+/// message again.
+#[tokio::test]
+async fn acks_of_a_lost_connections_deliveries_fail_locally() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = robust_through(&proxy, &unique("robust-stale")).await;
+    let mut events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue(&unique("robust-stale"))
+        .durable(true)
+        .await
+        .unwrap();
+    let confirmation = channel
+        .default_exchange()
+        .publish(Message::new("once"), queue.name())
+        .await
+        .unwrap();
+    assert!(confirmation.is_ack());
+    let mut iterator = queue.iterator().await.unwrap();
+    let first = support::next(&mut iterator).await.unwrap().unwrap();
+    proxy.cut().await;
+    reconnected(&mut events).await;
+    let error = first.ack(false).unwrap_err();
+    assert!(error.to_string().contains("lost"), "{error}");
+    let again = support::next(&mut iterator).await.unwrap().unwrap();
+    assert_eq!(again.body().as_ref(), b"once");
+    assert!(again.redelivered());
+    again.ack(false).unwrap();
+    queue
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
+
+/// Closing while the connection cannot come back ends at once.
+#[tokio::test]
+async fn a_close_during_reconnection_ends_it_at_once() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = robust_through(&proxy, &unique("robust-close")).await;
+    let channel = connection.channel().await.unwrap();
+    let mut events = connection.events();
+    proxy.refuse(true).await.unwrap();
+    proxy.cut().await;
+    // Wait until an attempt failed: the connection is down for good.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline.into(), events.recv())
+            .await
+            .expect("an attempt fails")
+            .unwrap();
+        if let ConnectionEvent::ReconnectFailed { .. } = event {
+            break;
+        }
+    }
+    let waiting = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            channel
+                .declare_queue(&unique("never"))
+                .exclusive(true)
+                .await
+        })
+    };
+    let started = Instant::now();
+    connection.close().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let declared = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting declare ends with the close")
+        .unwrap();
+    assert!(declared.is_err());
+    assert!(connection.is_closed());
+}
+
+/// The reconnect callback hears of each reconnection.
+#[tokio::test]
+async fn the_reconnect_callback_is_called() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = robust_through(&proxy, &unique("robust-callback")).await;
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    connection.add_reconnect_callback(move |reconnected| {
+        sink.lock().unwrap().push(reconnected.attempts);
+    });
+    let mut events = connection.events();
+    for _ in 0..2 {
+        proxy.cut().await;
+        reconnected(&mut events).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(heard.lock().unwrap().len(), 2);
+    connection.close().await.unwrap();
+}
+
+/// Every kind of fault, one after the other, on one connection.
+#[tokio::test]
+async fn every_fault_in_turn_on_one_connection() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let name = unique("robust-turns");
+    let connection = robust_through(&proxy, &name).await;
+    let mut events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue(&unique("robust-turns"))
+        .durable(true)
+        .await
+        .unwrap();
+    let mut iterator = queue.iterator().await.unwrap();
+    for (round, fault) in Fault::ALL.into_iter().enumerate() {
+        fault.inject(&proxy, &connection, &name).await;
+        reconnected(&mut events).await;
+        let confirmation = channel
+            .default_exchange()
+            .publish(Message::new(format!("{round}")), queue.name())
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        assert!(confirmation.is_ack(), "{fault:?}");
+        // An ack of the round before may have been lost with the socket:
+        // that message comes again first.
+        loop {
+            let message = support::next(&mut iterator).await.unwrap().unwrap();
+            let _ = message.ack(false);
+            if message.body().as_ref() == format!("{round}").as_bytes() {
+                break;
+            }
+            assert!(message.redelivered(), "{fault:?}: {:?}", message.body());
+        }
+    }
+    queue
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
