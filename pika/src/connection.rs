@@ -108,6 +108,9 @@ pub async fn connect_robust(url: &str) -> Result<Connection> {
 /// .await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+/// As [`connect_robust`].
 pub async fn connect_robust_urls<'a>(
     urls: impl IntoIterator<Item = &'a str>,
 ) -> Result<Connection> {
@@ -116,6 +119,9 @@ pub async fn connect_robust_urls<'a>(
 
 /// [`connect_robust`] with options given field by field; the reconnect
 /// policy is [`ConnectOptions::reconnect`]'s, or the default.
+///
+/// # Cancel safety
+/// As [`connect_robust`].
 pub async fn connect_robust_with(options: ConnectOptions) -> Result<Connection> {
     let mut config = options.config;
     config

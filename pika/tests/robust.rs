@@ -8,7 +8,6 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use pika::{ConnectOptions, Connection, ConnectionEvent, Error, ExchangeType, Message};
 use pika_test_support::{close_connection_named, FaultProxy};
 use support::unique;
@@ -433,6 +432,58 @@ async fn every_fault_in_turn_on_one_connection() {
             assert!(message.redelivered(), "{fault:?}: {:?}", message.body());
         }
     }
+    queue
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
+
+/// A channel the broker closes for a soft error is opened again with its
+/// consumer: the refused operation gets the error, the rest goes on.
+#[tokio::test]
+async fn a_channel_closed_for_a_soft_error_is_reopened_with_its_consumer() {
+    let connection = pika::connect_robust(&support::url()).await.unwrap();
+    let mut events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    let name = unique("robust-soft");
+    let queue = channel.declare_queue(&name).durable(true).await.unwrap();
+    let mut iterator = queue.iterator().await.unwrap();
+
+    // Declared again with other settings: 406 PRECONDITION_FAILED.
+    let refused = channel
+        .declare_queue(&name)
+        .durable(false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.reply_code(),
+        Some(pika::ReplyCode::PRECONDITION_FAILED)
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(ConnectionEvent::ChannelClosed { channel, .. }) = events.recv().await {
+                break channel;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, channel.number());
+
+    // The same channel handle publishes, the same iterator receives.
+    let confirmation = channel
+        .default_exchange()
+        .publish(Message::new("after the refusal"), &name)
+        .await
+        .unwrap();
+    assert!(confirmation.is_ack());
+    let message = support::next(&mut iterator).await.unwrap().unwrap();
+    assert_eq!(message.body().as_ref(), b"after the refusal");
+    message.ack(false).unwrap();
+    assert!(!channel.is_closed());
     queue
         .delete()
         .if_empty(false)

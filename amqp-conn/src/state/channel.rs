@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 use amqp_wire::{
-    BasicCancel, BasicCancelOk, BasicDeliver, BasicGetOk, BasicQos, BasicReject, BasicReturn,
-    BodyAssembler, ChannelClose, ChannelCloseOk, ChannelFlowOk, ChannelOpen, ConfirmSelect,
-    ContentHeader, Frame, Method, ReplyCode, ShortString,
+    BasicCancel, BasicCancelOk, BasicConsume, BasicDeliver, BasicGetOk, BasicQos, BasicReject,
+    BasicReturn, BodyAssembler, ChannelClose, ChannelCloseOk, ChannelFlowOk, ChannelOpen,
+    ConfirmSelect, ContentHeader, Frame, Method, ReplyCode, ShortString,
 };
 use bytes::Bytes;
 use tokio::sync::{mpsc::error::TrySendError, oneshot};
@@ -60,6 +60,8 @@ enum IncomingKind {
 #[derive(Debug)]
 struct ConsumerEntry {
     tag: amqp_wire::ShortString,
+    /// The request that started it, to consume again on reopening.
+    consume: Box<BasicConsume>,
     sink: ConsumerSink,
     /// We sent `basic.cancel` after its receiver went away.
     cancelling: bool,
@@ -122,6 +124,13 @@ pub(crate) struct ChannelState {
     /// `channel.open-ok` arrived once: the channel is reopened when the
     /// connection comes back.
     opened: bool,
+    /// The connection is robust: a channel the broker closes (a soft
+    /// error) is reopened with its consumers.
+    pub(crate) reopen_on_close: bool,
+    /// Requests of a recovery (reopen, confirm mode, QoS, consumers) not
+    /// answered yet: a close by the broker meanwhile is final, so a
+    /// refusal that repeats does not loop.
+    recovery_calls: usize,
 }
 
 /// What a channel tells the connection, seen while handling a frame or
@@ -170,6 +179,8 @@ impl ChannelState {
             qos: None,
             tx_mode: false,
             opened: false,
+            reopen_on_close: false,
+            recovery_calls: 0,
             max_body_size,
             held: VecDeque::new(),
             held_publishes: 0,
@@ -533,10 +544,39 @@ impl ChannelState {
         }
         let count = requests.len();
         for request in requests {
-            self.calls.push_back((request, Reply::Recovery));
+            self.recovery_call(request, out);
         }
-        self.send_next(out);
         count
+    }
+
+    /// Queues a request of a recovery.
+    fn recovery_call(&mut self, request: Method, out: &mut WriteQueue) {
+        self.recovery_calls += 1;
+        self.calls.push_back((request, Reply::Recovery));
+        self.send_next(out);
+    }
+
+    /// The broker closed the channel for a soft error and the connection
+    /// is robust: open it again with its confirm mode, QoS and consumers
+    /// (each with its tag); what waited goes out after them.
+    fn reopen_after_close(&mut self, error: &Error, out: &mut WriteQueue) {
+        self.disconnect(error);
+        self.reopen(out);
+        let consumes: Vec<Method> = self
+            .consumers
+            .iter()
+            .map(|consumer| {
+                BasicConsume {
+                    consumer_tag: consumer.tag.clone(),
+                    nowait: false,
+                    ..(*consumer.consume).clone()
+                }
+                .into()
+            })
+            .collect();
+        for consume in consumes {
+            self.recovery_call(consume, out);
+        }
     }
 
     /// True when the consumer with `tag` lives on this channel.
@@ -643,6 +683,22 @@ impl ChannelState {
             channel: self.r.id,
             reason,
         };
+        let reopen = self.reopen_on_close
+            && self.opened
+            && !self.tx_mode
+            && self.recovery_calls == 0
+            && self.is_open();
+        if reopen {
+            tracing::info!(channel = self.r.id, "reopening the channel");
+            self.reopen_after_close(&error, out);
+            return FrameOutcome {
+                event: Some(ConnectionEvent::ChannelClosed {
+                    channel: self.r.id,
+                    error,
+                }),
+                closed: false,
+            };
+        }
         self.fail(error.clone());
         if let ChannelPhase::Closing { reply: Some(reply) }
         | ChannelPhase::Draining { reply: Some(reply) } =
@@ -755,6 +811,7 @@ impl ChannelState {
         tracing::debug!(channel = self.r.id, method = method.name(), "reply");
         match (reply, method) {
             (Reply::Recovery, method) => {
+                self.recovery_calls = self.recovery_calls.saturating_sub(1);
                 if let Method::ChannelOpenOk(_) = method {
                     self.phase = ChannelPhase::Open;
                 }
@@ -766,8 +823,12 @@ impl ChannelState {
                 let _ = reply.send(Ok((self.r, self.shared.clone())));
             }
             (Reply::Consume { sink, reply }, Method::BasicConsumeOk(ok)) => {
+                let Method::BasicConsume(consume) = request else {
+                    unreachable!("a consume reply answers basic.consume");
+                };
                 self.consumers.push(ConsumerEntry {
                     tag: ok.consumer_tag.clone(),
+                    consume: Box::new(consume),
                     sink,
                     cancelling: false,
                 });

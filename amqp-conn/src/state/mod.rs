@@ -288,7 +288,10 @@ impl ConnectionState {
         if let Some(r) = command.channel() {
             let can_publish = self.can_publish();
             if let Some(channel) = find(&mut self.channels, r) {
-                let must_wait = matches!(command, Command::Publish(_)) && !can_publish;
+                // A channel the broker closed is being reopened (robust
+                // connections): its publishes wait.
+                let must_wait =
+                    matches!(command, Command::Publish(_)) && !(can_publish && channel.is_open());
                 if channel.has_held() || must_wait {
                     if !channel.has_held() && !self.holding.contains(&r) {
                         self.holding.push_back(r);
@@ -317,7 +320,7 @@ impl ConnectionState {
                 let Some(command) = channel.next_held() else {
                     break;
                 };
-                if matches!(command, Command::Publish(_)) && !can_publish {
+                if matches!(command, Command::Publish(_)) && !(can_publish && channel.is_open()) {
                     channel.unhold(command);
                     return;
                 }
@@ -464,6 +467,7 @@ impl ConnectionState {
         let generation = self.next_generation;
         self.next_generation += 1;
         let mut channel = ChannelState::new(ChannelRef { id, generation }, self.max_body_size);
+        channel.reopen_on_close = self.robust;
         channel.call(
             ChannelOpen::default().into(),
             Reply::Open(reply),
@@ -583,6 +587,7 @@ impl ConnectionState {
         if let Some(changes) = take_changes(channel) {
             self.apply_changes(id, changes);
         }
+        let event_seen = outcome.event.is_some();
         if let Some(event) = outcome.event {
             self.emit(event);
         }
@@ -590,6 +595,16 @@ impl ConnectionState {
             self.channels[usize::from(id)] = None;
             self.ids.release(id);
             self.topology.channel_closed(id);
+        } else if let Some(channel) = self.channels[usize::from(id)]
+            .as_ref()
+            .filter(|_| event_seen)
+        {
+            // Reopened after a close by the broker: what waited goes out
+            // once it is open.
+            let r = channel.r();
+            if channel.has_held() && !self.holding.contains(&r) {
+                self.holding.push_back(r);
+            }
         }
         if !self.recovery_answers.is_empty() {
             self.advance_recovery(now);

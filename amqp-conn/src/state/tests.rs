@@ -225,12 +225,26 @@ impl Harness {
         tag: &'static str,
         buffer: usize,
     ) -> (mpsc::Receiver<Delivery>, Arc<OnceLock<ConsumerEnd>>) {
+        self.consume_from(channel, "", tag, buffer)
+    }
+
+    fn consume_from(
+        &mut self,
+        channel: ChannelRef,
+        queue: &'static str,
+        tag: &'static str,
+        buffer: usize,
+    ) -> (mpsc::Receiver<Delivery>, Arc<OnceLock<ConsumerEnd>>) {
         let (tx, rx) = mpsc::channel(buffer);
         let end = Arc::new(OnceLock::new());
         let (reply, mut tag_rx) = oneshot::channel();
         self.command(Command::Call {
             channel,
-            method: BasicConsume::default().into(),
+            method: BasicConsume {
+                queue: s(queue),
+                ..Default::default()
+            }
+            .into(),
             reply: Reply::Consume {
                 sink: ConsumerSink {
                     deliveries: tx,
@@ -1339,4 +1353,268 @@ async fn held_publishes_of_a_channel_the_broker_closes_end_and_free_their_places
         sent_in_order(&mut h),
         [(ch.id, "channel.close-ok".to_string())]
     );
+}
+
+// ---- robust connections -------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_robust_channel_closed_by_the_broker_reopens_with_its_consumer_once() {
+    let mut h = Harness::new(10, 0);
+    h.state.set_robust(true);
+    let a = h.open_channel();
+    h.confirm_mode(a);
+    let (_deliveries, end) = h.consume(a, "t1", 8);
+    let mut refused = h.call(
+        a,
+        QueueDeclare {
+            queue: s("q"),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    h.sent();
+    let close = ChannelClose {
+        reply_code: 404,
+        reply_text: s("NOT_FOUND - no queue 'q'"),
+        class_id: 50,
+        method_id: 10,
+    };
+    h.feed(a.id, close.clone());
+    // The caller gets the refusal; the channel opens again at once.
+    let err = refused.try_recv().unwrap().unwrap_err();
+    assert_eq!(err.reply_code(), Some(ReplyCode::NOT_FOUND));
+    assert_eq!(
+        h.sent_methods(),
+        [(a.id, "channel.close-ok"), (a.id, "channel.open")]
+    );
+    // A publish meanwhile waits for the reopened channel.
+    let mut confirm = h.publish(a, "q", false);
+    assert_eq!(h.sent_methods(), []);
+    h.feed(a.id, ChannelOpenOk::default());
+    assert_eq!(h.sent_methods(), [(a.id, "confirm.select")]);
+    h.feed(a.id, ConfirmSelectOk::default());
+    let sent = h.sent();
+    let [Frame::Method {
+        method: Method::BasicConsume(consume),
+        ..
+    }] = &sent[..]
+    else {
+        panic!("expected basic.consume, got {sent:?}");
+    };
+    assert_eq!(consume.consumer_tag, "t1");
+    h.feed(
+        a.id,
+        BasicConsumeOk {
+            consumer_tag: s("t1"),
+        },
+    );
+    h.state.release_held(Instant::now());
+    assert_eq!(h.sent_methods(), [(a.id, "basic.publish")]);
+    h.feed(
+        a.id,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert_eq!(outcome_name(&mut confirm), "ack");
+    assert!(end.get().is_none(), "the consumer lives on");
+
+    // A refusal during the reopening is final: no loop.
+    h.feed(a.id, close.clone());
+    assert_eq!(
+        h.sent_methods(),
+        [(a.id, "channel.close-ok"), (a.id, "channel.open")]
+    );
+    h.feed(a.id, ChannelOpenOk::default());
+    h.feed(a.id, ConfirmSelectOk::default());
+    h.sent();
+    h.feed(a.id, close);
+    assert_eq!(h.sent_methods(), [(a.id, "channel.close-ok")]);
+    assert!(matches!(end.get(), Some(ConsumerEnd::Closed(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_connection_keeps_its_channels_and_replays_its_topology() {
+    let mut h = Harness::new(10, 0);
+    h.state.set_robust(true);
+    let a = h.open_channel();
+    h.confirm_mode(a);
+    // A server-named queue, bound, consumed.
+    let mut declared = h.call(a, QueueDeclare::default());
+    h.sent();
+    h.feed(
+        a.id,
+        QueueDeclareOk {
+            queue: s("amq.gen-1"),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    assert!(declared.try_recv().unwrap().is_ok());
+    let mut bound = h.call(
+        a,
+        QueueBind {
+            queue: s("amq.gen-1"),
+            exchange: s("logs"),
+            routing_key: s("k"),
+            ..Default::default()
+        },
+    );
+    h.sent();
+    h.feed(a.id, QueueBindOk::default());
+    assert!(bound.try_recv().unwrap().is_ok());
+    let (mut deliveries, end) = h.consume_from(a, "amq.gen-1", "t1", 8);
+    h.deliver(a.id, "t1", 1, b"before");
+    assert_eq!(deliveries.try_recv().unwrap().delivery_tag, 1);
+    let mut in_flight = h.publish(a, "q", false);
+    h.sent();
+
+    // The socket goes.
+    let lost_at = Instant::now();
+    h.state.shutdown(
+        Error::io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+        lost_at,
+    );
+    assert!(h.state.is_reconnecting());
+    assert!(matches!(
+        h.events.try_recv().unwrap(),
+        ConnectionEvent::Disconnected { .. }
+    ));
+    // The pending confirm ends at once; the delivery can no longer be
+    // acked; a publish meanwhile waits; nothing is written.
+    assert_eq!(outcome_name(&mut in_flight), "indeterminate");
+    assert!(matches!(
+        h.settle(
+            a,
+            BasicAck {
+                delivery_tag: 1,
+                multiple: false
+            }
+        ),
+        Err(Error::StaleDelivery {
+            delivery_tag: 1,
+            ..
+        })
+    ));
+    let mut waiting = h.publish(a, "q", false);
+    assert_eq!(h.sent_methods(), []);
+    assert!(end.get().is_none());
+
+    // A new socket: the channel, the replay channel, then the topology in
+    // order on the replay channel, the consumer on its own.
+    h.state
+        .reconnected(tuning(10, 0), "b:5672".into(), 1, lost_at, Instant::now());
+    assert_eq!(
+        h.sent_methods(),
+        [(a.id, "channel.open"), (2, "channel.open")]
+    );
+    h.feed(a.id, ChannelOpenOk::default());
+    assert_eq!(h.sent_methods(), [(a.id, "confirm.select")]);
+    h.feed(2, ChannelOpenOk::default());
+    assert_eq!(h.sent_methods(), []);
+    h.feed(a.id, ConfirmSelectOk::default());
+    let sent = h.sent();
+    let [Frame::Method {
+        channel: 2,
+        method: Method::QueueDeclare(declare),
+    }] = &sent[..]
+    else {
+        panic!("expected queue.declare on the replay channel, got {sent:?}");
+    };
+    assert_eq!(declare.queue, "");
+    h.feed(
+        2,
+        QueueDeclareOk {
+            queue: s("amq.gen-2"),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    let sent = h.sent();
+    let [Frame::Method {
+        channel: 2,
+        method: Method::QueueBind(bind),
+    }] = &sent[..]
+    else {
+        panic!("expected queue.bind, got {sent:?}");
+    };
+    assert_eq!(bind.queue, "amq.gen-2", "the binding follows the new name");
+    h.feed(2, QueueBindOk::default());
+    let sent = h.sent();
+    let [Frame::Method {
+        channel,
+        method: Method::BasicConsume(consume),
+    }] = &sent[..]
+    else {
+        panic!("expected basic.consume, got {sent:?}");
+    };
+    assert_eq!(
+        (
+            *channel,
+            consume.queue.as_str(),
+            consume.consumer_tag.as_str()
+        ),
+        (a.id, "amq.gen-2", "t1")
+    );
+    h.feed(
+        a.id,
+        BasicConsumeOk {
+            consumer_tag: s("t1"),
+        },
+    );
+    // Restored: the replay channel closes, the held publish goes.
+    assert_eq!(
+        h.sent_methods(),
+        [(2, "channel.close"), (a.id, "basic.publish")]
+    );
+    let renamed = std::iter::from_fn(|| h.events.try_recv().ok())
+        .find_map(|event| match event {
+            ConnectionEvent::QueueRenamed { old, new } => Some((old, new)),
+            _ => None,
+        })
+        .expect("a QueueRenamed event");
+    assert_eq!(renamed, (s("amq.gen-1"), s("amq.gen-2")));
+    assert!(!h.state.is_recovering());
+    h.feed(
+        a.id,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert_eq!(outcome_name(&mut waiting), "ack");
+    // The new connection's first delivery is numbered after the old ones,
+    // and acking it sends the broker's own tag.
+    h.deliver(a.id, "t1", 1, b"after");
+    let delivery = deliveries.try_recv().unwrap();
+    assert_eq!(delivery.delivery_tag, 2);
+    h.settle(
+        a,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(settlements_sent(&mut h), [("ack", 1, false)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_while_reconnecting_ends_everything_at_once() {
+    let mut h = Harness::new(10, 0);
+    h.state.set_robust(true);
+    let a = h.open_channel();
+    h.state.shutdown(
+        Error::io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone")),
+        Instant::now(),
+    );
+    let mut waiting = h.call(a, BasicQos::default());
+    let mut closed = close_connection(&mut h);
+    assert!(closed.try_recv().unwrap().is_ok());
+    assert!(waiting.try_recv().unwrap().is_err());
+    assert!(matches!(h.state.phase, ConnectionPhase::Closed { .. }));
 }
