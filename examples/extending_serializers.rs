@@ -71,7 +71,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let url = support::amqp_url();
-    let connection = pika::connect(&url).await?;
+    let connection = pika::connect_robust(&url).await?;
 
     // RPC with gzip-compressed JSON on both sides.
     let callee = Rpc::create_with(

@@ -51,7 +51,7 @@ async fn run() -> anyhow::Result<()> {
     let options = ConnectOptions::from_url(&url)?
         .ssl(tls)
         .auth_mechanism(AuthMechanism::External);
-    let connection = pika::connect_with(options).await?;
+    let connection = pika::connect_robust_with(options).await?;
 
     let routing_key = "test_queue";
     let channel = connection.channel().await?;

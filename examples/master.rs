@@ -33,7 +33,7 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     let url = support::amqp_url();
     let tasks = support::max_messages().unwrap_or(1000) as u64;
-    let connection = pika::connect(&url).await?;
+    let connection = pika::connect_robust(&url).await?;
     // Creating channel
     let channel = connection.channel().await?;
     let master = Master::new(channel);

@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
-    let connection = pika::connect(&url).await?;
+    let connection = pika::connect_robust(&url).await?;
     // The URL may hold a password: print where we are, not the URL.
     println!("connected to {}", connection.address());
 

@@ -35,7 +35,8 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     let url = support::amqp_url();
     let connection =
-        pika::connect_with(ConnectOptions::from_url(&url)?.connection_name("callee")).await?;
+        pika::connect_robust_with(ConnectOptions::from_url(&url)?.connection_name("callee"))
+            .await?;
     // Creating channel
     let channel = connection.channel().await?;
     let rpc = Rpc::create(channel).await?;

@@ -36,7 +36,8 @@ async fn run() -> anyhow::Result<()> {
     let url = support::amqp_url();
     let calls = support::max_messages().unwrap_or(1000) as i64;
     let connection =
-        pika::connect_with(ConnectOptions::from_url(&url)?.connection_name("caller")).await?;
+        pika::connect_robust_with(ConnectOptions::from_url(&url)?.connection_name("caller"))
+            .await?;
     // Creating channel
     let channel = connection.channel().await?;
     let rpc = Rpc::create(channel).await?;

@@ -30,7 +30,7 @@ async fn run() -> anyhow::Result<()> {
         .ok()
         .and_then(|n| n.parse().ok());
 
-    let connection = pika::connect(&url).await?;
+    let connection = pika::connect_robust(&url).await?;
     let queue_name = "test_queue";
 
     // Creating channel

@@ -73,7 +73,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1/".into());
-    let connection = pika::connect(&url).await?;
+    let connection = pika::connect_robust(&url).await?;
 
     let channel = connection.channel().await?;
     let queue = channel.declare_queue("test").auto_delete(true).await?;

@@ -28,6 +28,29 @@ pub enum ConnectionEvent {
         /// Why.
         error: Error,
     },
+    /// The broker cancelled a consumer: its queue was deleted, or the node
+    /// holding it went down. On a robust connection the consumer waits
+    /// (its stream does not end) and consumes again with the same tag once
+    /// the queue is back; otherwise its stream ended with
+    /// [`ConsumerEnd::CancelledByBroker`](crate::ConsumerEnd::CancelledByBroker).
+    ConsumerCancelled {
+        /// The channel number.
+        channel: u16,
+        /// The consumer tag.
+        consumer_tag: ShortString,
+        /// The queue it consumed from.
+        queue: ShortString,
+        /// True when it will consume again once the queue is back.
+        resuming: bool,
+    },
+    /// A consumer the broker had cancelled consumes again: its queue is
+    /// back (robust connections).
+    ConsumerResumed {
+        /// The channel number.
+        channel: u16,
+        /// The consumer tag.
+        consumer_tag: ShortString,
+    },
     /// A mandatory message came back on a channel without publisher
     /// confirms (with confirms, the publish's outcome carries it).
     Returned {

@@ -12,7 +12,7 @@
 //! use pika::Message;
 //!
 //! # #[tokio::main] async fn main() -> Result<(), pika::Error> {
-//! let connection = pika::connect("amqp://guest:guest@127.0.0.1/").await?;
+//! let connection = pika::connect_robust("amqp://guest:guest@127.0.0.1/").await?;
 //! let channel = connection.channel().await?;
 //! let queue = channel.declare_queue("hello").auto_delete(true).await?;
 //!
@@ -34,6 +34,9 @@
 //! |---|---|
 //! | `connect(url)` | [`connect`] |
 //! | `connect(host=..., login=...)` | [`connect_with`]`(`[`ConnectOptions`]`)` |
+//! | `connect_robust(url)` | [`connect_robust`] (the same [`Connection`] type), [`connect_robust_with`] |
+//! | (a cluster's nodes) | [`connect_robust_urls`] |
+//! | `connection.add_reconnect_callback(cb)` | [`Connection::add_reconnect_callback`] |
 //! | `connection.channel(publisher_confirms=False)` | `connection.channel().publisher_confirms(false).await` |
 //! | `channel.declare_queue("q", durable=True)` | `channel.declare_queue("q").durable(true).await` |
 //! | `channel.declare_exchange("x", ExchangeType.TOPIC)` | `channel.declare_exchange("x").kind(ExchangeType::Topic).await` |
@@ -47,6 +50,24 @@
 //! | `async with channel.transaction():` | `channel.transaction()?.begin().await?` ... `.commit()` |
 //! | `aio_pika.exceptions.QueueEmpty` | [`Error::QueueEmpty`] |
 //! | `DeliveryError` (`on_return_raises=True`) | [`Error::DeliveryError`] |
+//!
+//! ## Robust connections
+//!
+//! A connection made with [`connect_robust`] reconnects when it is lost
+//! (network, missed heartbeats, broker restart, `rabbitmqctl
+//! close_connection`, a cluster node going down), to the next broker of
+//! its list if it has several, following a [`ReconnectPolicy`]. It
+//! restores its channels (same numbers, publisher confirms, QoS), then
+//! its exchanges, queues, bindings and consumers in the order they were
+//! made; a queue the broker named gets a new name, which
+//! [`Queue::name`], its bindings and consumers use. Queue iterators and
+//! consume callbacks go on without any action. While it is down,
+//! publishes and requests wait (up to their timeouts). What cannot be
+//! known is never reported as success: a publish whose confirm was
+//! pending ends at once with [`Error::Indeterminate`], and acking a
+//! message delivered over the lost connection fails (the broker delivers
+//! it again). A channel the broker closes for a soft error is reopened
+//! the same way; the operation that caused it gets the error.
 //!
 //! Every handle is cheap to clone. Dropping the last handle of a channel
 //! closes it; dropping the last handle of a connection (and its channels)

@@ -492,3 +492,72 @@ async fn a_channel_closed_for_a_soft_error_is_reopened_with_its_consumer() {
         .unwrap();
     connection.close().await.unwrap();
 }
+
+/// A consumer the broker cancels (its queue deleted) is told about, waits,
+/// and consumes again once the queue is back: the same iterator receives.
+#[tokio::test]
+async fn a_consumer_cancelled_by_the_broker_resumes_when_its_queue_is_back() {
+    let connection = pika::connect_robust(&support::url()).await.unwrap();
+    let mut events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    let name = unique("robust-cancelled");
+    let queue = channel.declare_queue(&name).await.unwrap();
+    let mut iterator = queue.iterator().await.unwrap();
+
+    // Another application deletes the queue, then declares it again.
+    let other = support::connect().await;
+    let other_channel = other.channel().await.unwrap();
+    other_channel
+        .get_queue(&name)
+        .await
+        .unwrap()
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(ConnectionEvent::ConsumerCancelled {
+                queue, resuming, ..
+            }) = events.recv().await
+            {
+                break (queue, resuming);
+            }
+        }
+    })
+    .await
+    .expect("the cancel is surfaced");
+    assert_eq!((cancelled.0.as_str(), cancelled.1), (name.as_str(), true));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    other_channel.declare_queue(&name).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(ConnectionEvent::ConsumerResumed { .. }) = events.recv().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the consumer resumes once the queue is back");
+    let confirmation = other_channel
+        .default_exchange()
+        .publish(Message::new("to the queue that came back"), &name)
+        .await
+        .unwrap();
+    assert!(confirmation.is_ack());
+    let message = support::next(&mut iterator).await.unwrap().unwrap();
+    assert_eq!(message.body().as_ref(), b"to the queue that came back");
+    message.ack(false).unwrap();
+    other_channel
+        .get_queue(&name)
+        .await
+        .unwrap()
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    other.close().await.unwrap();
+}

@@ -65,6 +65,10 @@ struct ConsumerEntry {
     sink: ConsumerSink,
     /// We sent `basic.cancel` after its receiver went away.
     cancelling: bool,
+    /// The broker cancelled it (queue deleted, node down) and the
+    /// connection is robust: it waits to consume again once the queue is
+    /// back.
+    suspended: bool,
 }
 
 /// What handling a frame did beyond replies.
@@ -143,6 +147,13 @@ pub(crate) enum ChannelChange {
     ConsumerGone(ShortString),
     /// The answer to a request of the recovery.
     Recovery(Result<Method>),
+    /// The broker cancelled this consumer; on a robust connection
+    /// (`resuming`) it waits for its queue to come back.
+    BrokerCancelled {
+        tag: ShortString,
+        queue: ShortString,
+        resuming: bool,
+    },
 }
 
 /// True for the requests whose success changes the topology record.
@@ -562,9 +573,18 @@ impl ChannelState {
     fn reopen_after_close(&mut self, error: &Error, out: &mut WriteQueue) {
         self.disconnect(error);
         self.reopen(out);
+        for consumer in self.consumers.iter().filter(|c| c.suspended) {
+            // Still waiting for its queue: the connection tries again.
+            self.changes.push(ChannelChange::BrokerCancelled {
+                tag: consumer.tag.clone(),
+                queue: consumer.consume.queue.clone(),
+                resuming: true,
+            });
+        }
         let consumes: Vec<Method> = self
             .consumers
             .iter()
+            .filter(|consumer| !consumer.suspended)
             .map(|consumer| {
                 BasicConsume {
                     consumer_tag: consumer.tag.clone(),
@@ -582,6 +602,30 @@ impl ChannelState {
     /// True when the consumer with `tag` lives on this channel.
     pub(crate) fn has_consumer(&self, tag: &ShortString) -> bool {
         self.consumers.iter().any(|c| c.tag == *tag)
+    }
+
+    /// The queue of the consumer with `tag`, if it waits for it to come
+    /// back.
+    pub(crate) fn suspended_queue(&self, tag: &ShortString) -> Option<ShortString> {
+        self.consumers
+            .iter()
+            .find(|c| c.tag == *tag && c.suspended)
+            .map(|c| c.consume.queue.clone())
+    }
+
+    /// The queue of a suspended consumer is back: consume again with its
+    /// tag (recorded in the topology again when the broker confirms).
+    pub(crate) fn resume_consumer(&mut self, tag: &ShortString, out: &mut WriteQueue) {
+        let Some(consumer) = self.consumers.iter().find(|c| c.tag == *tag && c.suspended) else {
+            return;
+        };
+        let consume = BasicConsume {
+            consumer_tag: consumer.tag.clone(),
+            nowait: false,
+            ..(*consumer.consume).clone()
+        };
+        let (reply, _) = oneshot::channel();
+        self.call(consume.into(), Reply::Method(reply), out);
     }
 
     /// Every pending request, held command, confirm and consumer ends
@@ -772,8 +816,24 @@ impl ChannelState {
             .iter()
             .position(|c| c.tag == cancel.consumer_tag)
         {
-            let consumer = self.consumers.remove(index);
-            consumer.sink.end(ConsumerEnd::CancelledByBroker);
+            if self.reopen_on_close {
+                // Robust: the consumer waits for its queue to come back.
+                let consumer = &mut self.consumers[index];
+                consumer.suspended = true;
+                self.changes.push(ChannelChange::BrokerCancelled {
+                    tag: consumer.tag.clone(),
+                    queue: consumer.consume.queue.clone(),
+                    resuming: true,
+                });
+            } else {
+                let consumer = self.consumers.remove(index);
+                consumer.sink.end(ConsumerEnd::CancelledByBroker);
+                self.changes.push(ChannelChange::BrokerCancelled {
+                    tag: consumer.tag,
+                    queue: consumer.consume.queue,
+                    resuming: false,
+                });
+            }
         }
         self.changes
             .push(ChannelChange::ConsumerGone(cancel.consumer_tag.clone()));
@@ -831,6 +891,7 @@ impl ChannelState {
                     consume: Box::new(consume),
                     sink,
                     cancelling: false,
+                    suspended: false,
                 });
                 let _ = reply.send(Ok(ok.consumer_tag));
             }
@@ -847,6 +908,13 @@ impl ChannelState {
             }
             (Reply::Method(reply), method) => {
                 match &method {
+                    Method::BasicConsumeOk(ok) => {
+                        if let Some(consumer) =
+                            self.consumers.iter_mut().find(|c| c.tag == ok.consumer_tag)
+                        {
+                            consumer.suspended = false;
+                        }
+                    }
                     Method::BasicCancelOk(ok) => {
                         if let Some(index) =
                             self.consumers.iter().position(|c| c.tag == ok.consumer_tag)

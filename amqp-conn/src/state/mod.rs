@@ -120,6 +120,12 @@ pub(crate) struct ConnectionState {
     /// Server-named queues declared again under a new name: old to new,
     /// shared with the handles (see `Connection::renamed_queue`).
     renames: QueueRenames,
+    /// Consumers the broker cancelled, waiting for their queue (robust).
+    suspended: Vec<recovery::Suspended>,
+    /// A look, on a channel of its own, at whether a queue is back.
+    probe: Option<recovery::Probe>,
+    /// Answers to the probe, not yet looked at.
+    probe_answers: Vec<Result<Method>>,
 }
 
 /// Names of server-named queues declared again on reconnection, old to
@@ -169,6 +175,9 @@ impl ConnectionState {
             recovery_answers: Vec::new(),
             deferred: VecDeque::new(),
             renames: QueueRenames::default(),
+            suspended: Vec::new(),
+            probe: None,
+            probe_answers: Vec::new(),
         }
     }
 
@@ -190,10 +199,17 @@ impl ConnectionState {
                 ChannelChange::Confirmed(pair) => self.topology.confirmed(id, &pair.0, &pair.1),
                 ChannelChange::ConsumerGone(tag) => self.topology.consumer_gone(id, &tag),
                 ChannelChange::Recovery(answer) => {
-                    if self.recovery.is_some() {
+                    if self.probe.as_ref().is_some_and(|p| p.channel.id == id) {
+                        self.probe_answers.push(answer);
+                    } else if self.recovery.is_some() {
                         self.recovery_answers.push(answer);
                     }
                 }
+                ChannelChange::BrokerCancelled {
+                    tag,
+                    queue,
+                    resuming,
+                } => self.consumer_cancelled(id, tag, queue, resuming),
             }
         }
     }
@@ -609,6 +625,9 @@ impl ConnectionState {
         if !self.recovery_answers.is_empty() {
             self.advance_recovery(now);
         }
+        if !self.probe_answers.is_empty() {
+            self.advance_probe(now);
+        }
         if !self.draining_channels.is_empty() {
             let r = self
                 .draining_channels
@@ -639,6 +658,7 @@ impl ConnectionState {
                     .into_iter()
                     .chain(closes)
                     .chain(connection_close)
+                    .chain(self.next_probe())
                     .min()
             }
         }
@@ -666,6 +686,7 @@ impl ConnectionState {
                 if !self.is_open() {
                     return;
                 }
+                self.start_due_probe(now);
                 let Some(hb) = &mut self.heartbeat else {
                     return;
                 };
@@ -769,6 +790,9 @@ impl ConnectionState {
         }
         self.recovery = None;
         self.recovery_answers.clear();
+        self.suspended.clear();
+        self.probe = None;
+        self.probe_answers.clear();
         self.holding.clear();
         self.draining_channels.clear();
         self.draining = None;

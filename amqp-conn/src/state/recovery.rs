@@ -18,6 +18,8 @@
 
 use std::collections::VecDeque;
 
+use std::time::Duration;
+
 use amqp_wire::{ChannelOpen, Method, ReplyCode, ShortString};
 use tokio::time::Instant;
 
@@ -46,6 +48,32 @@ pub(crate) struct Recovery {
     /// The entry whose request is on the wire.
     current: Option<TopologyEntry>,
 }
+
+/// A consumer the broker cancelled (its queue deleted, its node down) on
+/// a robust connection: it waits, and a probe looks for its queue from
+/// time to time.
+#[derive(Debug)]
+pub(crate) struct Suspended {
+    channel: ChannelRef,
+    tag: ShortString,
+    queue: ShortString,
+    next_try: Instant,
+    delay: Duration,
+}
+
+/// A look at whether a queue is back: a passive declare on a channel of
+/// its own, which a 404 closes without touching the consumer's channel.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    pub(super) channel: ChannelRef,
+    /// The consumer it is for.
+    consumer: (ChannelRef, ShortString),
+}
+
+/// The first look for a cancelled consumer's queue, and the longest wait
+/// between two looks.
+const FIRST_PROBE: Duration = Duration::from_millis(250);
+const MAX_PROBE_DELAY: Duration = Duration::from_secs(5);
 
 /// True for the losses a connection with a reconnect policy recovers
 /// from: the network, missed heartbeats, a close by the broker (a node
@@ -114,6 +142,8 @@ impl ConnectionState {
             }
         }
         self.recovery_answers.clear();
+        self.probe = None;
+        self.probe_answers.clear();
         self.draining_channels.clear();
         self.stall = None;
         self.out = WriteQueue::new();
@@ -354,6 +384,137 @@ impl ConnectionState {
     pub(crate) fn give_up(&mut self, error: Error) {
         tracing::error!(%error, "giving up reconnecting");
         self.finish(error);
+    }
+}
+
+impl ConnectionState {
+    /// The broker cancelled a consumer of channel `id`: tell the
+    /// subscribers; on a robust connection, look for its queue soon.
+    pub(super) fn consumer_cancelled(
+        &mut self,
+        id: u16,
+        tag: ShortString,
+        queue: ShortString,
+        resuming: bool,
+    ) {
+        let Some(channel) = self.channels.get(usize::from(id)).and_then(Option::as_ref) else {
+            return;
+        };
+        let r = channel.r();
+        if resuming {
+            if self
+                .suspended
+                .iter()
+                .any(|s| s.channel == r && s.tag == tag)
+            {
+                return;
+            }
+            self.suspended.push(Suspended {
+                channel: r,
+                tag: tag.clone(),
+                queue: queue.clone(),
+                next_try: Instant::now() + FIRST_PROBE,
+                delay: FIRST_PROBE,
+            });
+        }
+        self.emit(ConnectionEvent::ConsumerCancelled {
+            channel: id,
+            consumer_tag: tag,
+            queue,
+            resuming,
+        });
+    }
+
+    /// When the next probe is due (none while one runs or the connection
+    /// is being restored).
+    pub(super) fn next_probe(&self) -> Option<Instant> {
+        if self.probe.is_some() || self.recovery.is_some() {
+            return None;
+        }
+        self.suspended.iter().map(|s| s.next_try).min()
+    }
+
+    /// Starts the probe that is due, if any.
+    pub(super) fn start_due_probe(&mut self, now: Instant) {
+        if self.next_probe().is_none_or(|due| due > now) {
+            return;
+        }
+        let Some(index) = self.suspended.iter().position(|s| s.next_try <= now) else {
+            return;
+        };
+        let entry = &self.suspended[index];
+        let still_waiting = find(&mut self.channels, entry.channel)
+            .and_then(|channel| channel.suspended_queue(&entry.tag))
+            .is_some();
+        if !still_waiting {
+            // Cancelled by the application, or its channel closed.
+            self.suspended.swap_remove(index);
+            return;
+        }
+        let Some(id) = self.ids.allocate() else {
+            self.suspended[index].next_try = now + MAX_PROBE_DELAY;
+            return;
+        };
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let r = ChannelRef { id, generation };
+        let mut channel = ChannelState::new(r, self.max_body_size);
+        channel.call(
+            ChannelOpen::default().into(),
+            Reply::Recovery,
+            &mut self.out,
+        );
+        let declare = amqp_wire::QueueDeclare {
+            queue: entry.queue.clone(),
+            passive: true,
+            ..Default::default()
+        };
+        channel.call(declare.into(), Reply::Recovery, &mut self.out);
+        self.channels[usize::from(id)] = Some(channel);
+        self.probe = Some(Probe {
+            channel: r,
+            consumer: (entry.channel, entry.tag.clone()),
+        });
+    }
+
+    /// The probe's answers: the queue is back (consume again), or not yet
+    /// (look again later, less often).
+    pub(super) fn advance_probe(&mut self, now: Instant) {
+        for answer in std::mem::take(&mut self.probe_answers) {
+            let Some(probe) = self.probe.take() else {
+                return;
+            };
+            let index = self
+                .suspended
+                .iter()
+                .position(|s| (s.channel, &s.tag) == (probe.consumer.0, &probe.consumer.1));
+            match answer {
+                Ok(Method::QueueDeclareOk(_)) => {
+                    if let Some(channel) = find(&mut self.channels, probe.channel) {
+                        channel.close(CloseReason::normal(Initiator::Client), None, &mut self.out);
+                    }
+                    if let Some(index) = index {
+                        let entry = self.suspended.swap_remove(index);
+                        if let Some(channel) = find(&mut self.channels, entry.channel) {
+                            tracing::info!(queue = %entry.queue, consumer_tag = %entry.tag, "the queue is back: consuming again");
+                            channel.resume_consumer(&entry.tag, &mut self.out);
+                            self.emit(ConnectionEvent::ConsumerResumed {
+                                channel: entry.channel.id,
+                                consumer_tag: entry.tag,
+                            });
+                        }
+                    }
+                }
+                Ok(_) => self.probe = Some(probe),
+                Err(_) => {
+                    // Not there yet (404 closed the probe's channel).
+                    if let Some(entry) = index.map(|i| &mut self.suspended[i]) {
+                        entry.delay = (entry.delay * 2).min(MAX_PROBE_DELAY);
+                        entry.next_try = now + entry.delay;
+                    }
+                }
+            }
+        }
     }
 }
 
