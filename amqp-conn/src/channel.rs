@@ -232,14 +232,33 @@ impl Channel {
     /// Dropping the future does not withdraw the request: it still goes
     /// out and its reply is discarded.
     pub async fn call<R: Request>(&self, request: R) -> Result<R::Reply> {
+        self.request(request, true).await
+    }
+
+    /// [`Channel::call`] for a declare or bind that a robust connection
+    /// does not restore when it reconnects (aio-pika's `robust=False`):
+    /// it is left out of the [topology record](crate::Connection::topology).
+    ///
+    /// # Cancel safety
+    /// As [`Channel::call`].
+    pub async fn call_not_restored<R: Request>(&self, request: R) -> Result<R::Reply> {
+        self.request(request, false).await
+    }
+
+    async fn request<R: Request>(&self, request: R, restored: bool) -> Result<R::Reply> {
         if request.nowait() {
             return Err(Error::NowaitRequest { method: R::NAME });
         }
         let (reply, rx) = oneshot::channel();
+        let reply = if restored {
+            Reply::Method(reply)
+        } else {
+            Reply::NotRestored(reply)
+        };
         self.inner.send(Command::Call {
             channel: self.inner.r,
             method: request.into(),
-            reply: Reply::Method(reply),
+            reply,
         })?;
         let method = rx.await.map_err(|_| self.inner.closed_error())??;
         R::reply_from(method).map_err(|other| Error::UnexpectedFrame {
@@ -362,6 +381,29 @@ impl Channel {
     /// still starts; its first delivery finds no receiver, is given back
     /// (rejected with requeue) and the consumer is cancelled.
     pub async fn consume(&self, consume: BasicConsume, buffer: usize) -> Result<Consumer> {
+        self.start_consumer(consume, buffer, true).await
+    }
+
+    /// [`Channel::consume`] for a consumer that a robust connection does
+    /// not restore when it reconnects (aio-pika's `robust=False`): the
+    /// lost connection ends it, with [`ConsumerEnd::Closed`](crate::ConsumerEnd::Closed).
+    ///
+    /// # Cancel safety
+    /// As [`Channel::consume`].
+    pub async fn consume_not_restored(
+        &self,
+        consume: BasicConsume,
+        buffer: usize,
+    ) -> Result<Consumer> {
+        self.start_consumer(consume, buffer, false).await
+    }
+
+    async fn start_consumer(
+        &self,
+        consume: BasicConsume,
+        buffer: usize,
+        restored: bool,
+    ) -> Result<Consumer> {
         if consume.nowait {
             return Err(Error::NowaitRequest {
                 method: "basic.consume",
@@ -374,6 +416,7 @@ impl Channel {
             deliveries: tx,
             end: end.clone(),
             no_ack,
+            restored,
         };
         let (reply, tag_rx) = oneshot::channel();
         self.inner.send(Command::Call {

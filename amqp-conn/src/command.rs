@@ -58,6 +58,9 @@ pub(crate) struct ConsumerSink {
     /// stream ended.
     pub(crate) end: Arc<OnceLock<ConsumerEnd>>,
     pub(crate) no_ack: bool,
+    /// Restored when a robust connection reconnects (the default); when
+    /// not, a lost connection ends it.
+    pub(crate) restored: bool,
 }
 
 impl ConsumerSink {
@@ -72,6 +75,9 @@ impl ConsumerSink {
 pub(crate) enum Reply {
     /// The reply method.
     Method(oneshot::Sender<Result<Method>>),
+    /// The reply method of a request whose effect a robust connection
+    /// does not restore (left out of the topology record).
+    NotRestored(oneshot::Sender<Result<Method>>),
     /// `basic.get`: a message or `None` for get-empty.
     Get(oneshot::Sender<Result<Option<Delivery>>>),
     /// `basic.consume`: the consumer tag; deliveries go to `deliveries`.
@@ -92,7 +98,7 @@ impl Reply {
     pub(crate) fn fail(self, error: Error) {
         // A requester that stopped waiting does not need the answer.
         let _ = match self {
-            Reply::Method(tx) => tx.send(Err(error)).map_err(drop),
+            Reply::Method(tx) | Reply::NotRestored(tx) => tx.send(Err(error)).map_err(drop),
             Reply::Get(tx) => tx.send(Err(error)).map_err(drop),
             Reply::Consume { reply, .. } => reply.send(Err(error)).map_err(drop),
             Reply::Open(tx) => tx.send(Err(error)).map_err(drop),

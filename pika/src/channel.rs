@@ -106,6 +106,7 @@ impl Channel {
             arguments: FieldTable::new(),
             invalid: None,
             timeout: None,
+            robust: true,
         }
     }
 
@@ -149,6 +150,7 @@ impl Channel {
             arguments: FieldTable::new(),
             invalid: None,
             timeout: None,
+            robust: true,
         }
     }
 
@@ -218,9 +220,28 @@ impl Channel {
         R: Request + Send,
         R::Reply: Send,
     {
+        self.call_restored(request, timeout, true).await
+    }
+
+    /// [`Channel::call`]; with `restored` off, a robust connection does
+    /// not declare or bind it again when it reconnects.
+    pub(crate) async fn call_restored<R>(
+        &self,
+        request: R,
+        timeout: Option<Duration>,
+        restored: bool,
+    ) -> Result<R::Reply>
+    where
+        R: Request + Send,
+        R::Reply: Send,
+    {
         let inner = &self.inner;
         with_timeout(R::NAME, self.timeout(timeout), async {
-            Ok(inner.call(request).await?)
+            Ok(if restored {
+                inner.call(request).await?
+            } else {
+                inner.call_not_restored(request).await?
+            })
         })
         .await
     }
@@ -250,9 +271,19 @@ pub struct DeclareExchange<'a> {
     /// The first invalid argument given, reported when awaited.
     invalid: Option<Error>,
     timeout: Option<Duration>,
+    robust: bool,
 }
 
 impl<'a> DeclareExchange<'a> {
+    /// On a [robust connection](crate::connect_robust), restore this
+    /// when the connection is restored (default on); off: aio-pika's
+    /// `robust=False`, the broker's state after a reconnection is left as
+    /// it is.
+    pub fn robust(mut self, on: bool) -> Self {
+        self.robust = on;
+        self
+    }
+
     /// The exchange type (default direct).
     pub fn kind(mut self, kind: impl Into<ExchangeType>) -> Self {
         self.kind = kind.into();
@@ -309,7 +340,9 @@ impl<'a> DeclareExchange<'a> {
             arguments: self.arguments,
             ..Default::default()
         };
-        self.channel.call(declare, self.timeout).await?;
+        self.channel
+            .call_restored(declare, self.timeout, self.robust)
+            .await?;
         Ok(Exchange::new(self.channel.clone(), name, self.kind))
     }
 }
@@ -335,9 +368,19 @@ pub struct DeclareQueue<'a> {
     /// The first invalid argument given, reported when awaited.
     invalid: Option<Error>,
     timeout: Option<Duration>,
+    robust: bool,
 }
 
 impl<'a> DeclareQueue<'a> {
+    /// On a [robust connection](crate::connect_robust), restore this
+    /// when the connection is restored (default on); off: aio-pika's
+    /// `robust=False`, the broker's state after a reconnection is left as
+    /// it is.
+    pub fn robust(mut self, on: bool) -> Self {
+        self.robust = on;
+        self
+    }
+
     flag_setters! {
         /// Survives a broker restart.
         durable,
@@ -396,7 +439,10 @@ impl<'a> DeclareQueue<'a> {
             ..Default::default()
         };
         let server_named = declare.queue.is_empty();
-        let ok = self.channel.call(declare, self.timeout).await?;
+        let ok = self
+            .channel
+            .call_restored(declare, self.timeout, self.robust)
+            .await?;
         let make = if server_named {
             Queue::server_named
         } else {

@@ -192,6 +192,7 @@ impl Exchange {
             arguments: FieldTable::new(),
             invalid: None,
             unbind: false,
+            robust: true,
             timeout: None,
         }
     }
@@ -201,6 +202,7 @@ impl Exchange {
     pub fn unbind<'a>(&'a self, source: impl ExchangeName, routing_key: &str) -> BindExchange<'a> {
         BindExchange {
             unbind: true,
+            robust: true,
             ..self.bind(source, routing_key)
         }
     }
@@ -231,9 +233,19 @@ pub struct BindExchange<'a> {
     invalid: Option<Error>,
     unbind: bool,
     timeout: Option<Duration>,
+    robust: bool,
 }
 
 impl<'a> BindExchange<'a> {
+    /// On a [robust connection](crate::connect_robust), restore this
+    /// when the connection is restored (default on); off: aio-pika's
+    /// `robust=False`, the broker's state after a reconnection is left as
+    /// it is.
+    pub fn robust(mut self, on: bool) -> Self {
+        self.robust = on;
+        self
+    }
+
     /// A binding argument (headers exchanges match on these).
     pub fn argument(mut self, key: &str, value: impl Into<amqp_wire::FieldValue>) -> Self {
         match short("argument name", key) {
@@ -283,7 +295,10 @@ impl<'a> BindExchange<'a> {
                 arguments: self.arguments,
                 ..Default::default()
             };
-            channel.call(bind, self.timeout).await.map(drop)
+            channel
+                .call_restored(bind, self.timeout, self.robust)
+                .await
+                .map(drop)
         }
     }
 }

@@ -134,6 +134,7 @@ impl Queue {
             arguments: FieldTable::new(),
             invalid: None,
             unbind: false,
+            robust: true,
             timeout: None,
         }
     }
@@ -142,6 +143,7 @@ impl Queue {
     pub fn unbind<'a>(&'a self, exchange: impl ExchangeName, routing_key: &str) -> Bind<'a> {
         Bind {
             unbind: true,
+            robust: true,
             ..self.bind(exchange, routing_key)
         }
     }
@@ -270,7 +272,15 @@ impl Queue {
         with_timeout(
             "basic.consume",
             self.channel.timeout(options.timeout),
-            async { Ok(channel.consume(consume, CONSUMER_BUFFER).await?) },
+            async {
+                Ok(if options.not_restored {
+                    channel
+                        .consume_not_restored(consume, CONSUMER_BUFFER)
+                        .await?
+                } else {
+                    channel.consume(consume, CONSUMER_BUFFER).await?
+                })
+            },
         )
         .await
     }
@@ -286,10 +296,20 @@ struct ConsumeOptions {
     /// The first invalid argument given, reported when awaited.
     invalid: Option<Error>,
     timeout: Option<Duration>,
+    /// `robust(false)`: a robust connection does not restore it.
+    not_restored: bool,
 }
 
 macro_rules! consume_setters {
     () => {
+        /// On a [robust connection](crate::connect_robust), consume again
+        /// when the connection is restored (default on); off: aio-pika's
+        /// `robust=False`, a lost connection ends the consumer.
+        pub fn robust(mut self, on: bool) -> Self {
+            self.options.not_restored = !on;
+            self
+        }
+
         /// Messages need no ack: the broker forgets them when sent.
         pub fn no_ack(mut self, no_ack: bool) -> Self {
             self.options.no_ack = no_ack;
@@ -517,9 +537,19 @@ pub struct Bind<'a> {
     invalid: Option<Error>,
     unbind: bool,
     timeout: Option<Duration>,
+    robust: bool,
 }
 
 impl<'a> Bind<'a> {
+    /// On a [robust connection](crate::connect_robust), restore this
+    /// when the connection is restored (default on); off: aio-pika's
+    /// `robust=False`, the broker's state after a reconnection is left as
+    /// it is.
+    pub fn robust(mut self, on: bool) -> Self {
+        self.robust = on;
+        self
+    }
+
     /// A binding argument (headers exchanges match on these).
     pub fn argument(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
         match short("argument name", key) {
@@ -562,7 +592,10 @@ impl<'a> Bind<'a> {
                 arguments: self.arguments,
                 ..Default::default()
             };
-            channel.call(bind, self.timeout).await.map(drop)
+            channel
+                .call_restored(bind, self.timeout, self.robust)
+                .await
+                .map(drop)
         }
     }
 }

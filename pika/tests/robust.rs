@@ -561,3 +561,55 @@ async fn a_consumer_cancelled_by_the_broker_resumes_when_its_queue_is_back() {
     connection.close().await.unwrap();
     other.close().await.unwrap();
 }
+
+/// `robust(false)` (aio-pika's `robust=False`): what is declared, bound or
+/// consumed that way is not restored; the rest is.
+#[tokio::test]
+async fn what_is_marked_not_robust_is_not_restored() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = robust_through(&proxy, &unique("robust-optout")).await;
+    let mut events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    let kept = channel
+        .declare_queue(&unique("robust-kept"))
+        .exclusive(true)
+        .await
+        .unwrap();
+    let dropped = channel
+        .declare_queue(&unique("robust-dropped"))
+        .exclusive(true)
+        .robust(false)
+        .await
+        .unwrap();
+    let mut not_restored = kept.iterator().robust(false).await.unwrap();
+    let topology: Vec<String> = connection
+        .amqp()
+        .topology()
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(topology, [format!("queue {}", kept.name())]);
+
+    proxy.cut().await;
+    reconnected(&mut events).await;
+    // The kept exclusive queue is back; the other is gone with the old
+    // connection; the consumer that was not to be restored has ended.
+    channel.get_queue(kept.name()).await.unwrap();
+    let gone = channel.get_queue(dropped.name()).await.unwrap_err();
+    assert_eq!(gone.reply_code(), Some(pika::ReplyCode::NOT_FOUND));
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        use futures_util::StreamExt;
+        loop {
+            match not_restored.next().await {
+                Some(Ok(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the consumer ends");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    connection.close().await.unwrap();
+}

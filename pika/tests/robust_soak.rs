@@ -24,26 +24,16 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use pika::{ConnectOptions, Connection, ConnectionEvent, Error, Message, ReconnectPolicy};
+use pika::{ConnectOptions, Connection, ConnectionEvent, ReconnectPolicy};
 use pika_test_support::{BrokerAppLock, FaultProxy, Ledger, SecondNode};
+use support::traffic::{self, from_env, percentile, restored, wait_for};
 use support::unique;
 
 /// Heartbeat interval: a black hole is found within two.
 const HEARTBEAT_SECONDS: u16 = 1;
-/// Each publish's timeout, as the issue sets it.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn from_env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -61,45 +51,6 @@ struct Timings {
     restored: Vec<(Fault, Duration)>,
     /// Fault to loss noticed, for black holes.
     black_hole_found: Vec<Duration>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-/// Waits for the event `wanted` picks, at most `bound`.
-async fn wait_for<T>(
-    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
-    bound: Duration,
-    mut wanted: impl FnMut(&ConnectionEvent) -> Option<T>,
-) -> T {
-    tokio::time::timeout(bound, async {
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    if let Some(found) = wanted(&event) {
-                        return found;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(error) => panic!("events ended: {error}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no such event within {bound:?}"))
-}
-
-fn restored(event: &ConnectionEvent) -> Option<Duration> {
-    match event {
-        ConnectionEvent::Reconnected { took, .. } => Some(*took),
-        ConnectionEvent::Closed(error) => panic!("the robust connection closed: {error}"),
-        _ => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,73 +88,16 @@ async fn second_node_soak_loses_no_confirmed_message_through_faults_and_restarts
         .await
         .unwrap();
     let consumed_queue = consumer_channel.get_queue(&queue_name).await.unwrap();
-    let mut iterator = consumed_queue.iterator().await.unwrap();
 
     let ledger = Ledger::new();
-    let failed_acks = Arc::new(AtomicU64::new(0));
-
-    // The consumer: record, ack; an ack that fails (its delivery came
-    // over a lost connection) is counted, the message comes again.
-    let consuming = {
-        let ledger = ledger.clone();
-        let failed_acks = failed_acks.clone();
-        tokio::spawn(async move {
-            while let Some(item) = iterator.next().await {
-                let message = match item {
-                    Ok(message) => message,
-                    Err(error) => panic!("the iterator failed: {error}"),
-                };
-                let id: u64 = std::str::from_utf8(message.body())
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                ledger.delivered(id);
-                if message.ack(false).is_err() {
-                    failed_acks.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
-
-    // The publisher: `window` publishes at a time, each with a 5 s timeout.
-    let published = Arc::new(AtomicU64::new(0));
-    let publishing = {
-        let ledger = ledger.clone();
-        let channel = publisher.clone();
-        let queue_name = queue_name.clone();
-        let published = published.clone();
-        tokio::spawn(async move {
-            let exchange = channel.default_exchange();
-            let mut in_flight = FuturesUnordered::new();
-            for id in 0..messages {
-                if in_flight.len() >= window {
-                    in_flight.next().await;
-                }
-                ledger.published(id);
-                let exchange = exchange.clone();
-                let ledger = ledger.clone();
-                let queue_name = queue_name.clone();
-                let published = published.clone();
-                in_flight.push(async move {
-                    let outcome = exchange
-                        .publish(
-                            Message::new(id.to_string())
-                                .delivery_mode(pika::DeliveryMode::Persistent),
-                            &queue_name,
-                        )
-                        .timeout(PUBLISH_TIMEOUT)
-                        .await;
-                    match outcome {
-                        Ok(confirmation) if confirmation.is_ack() => ledger.confirmed(id),
-                        Ok(_) => ledger.nacked(id),
-                        Err(Error::Indeterminate(_)) | Err(_) => ledger.indeterminate(id),
-                    }
-                    published.fetch_add(1, Ordering::Relaxed);
-                });
-            }
-            while in_flight.next().await.is_some() {}
-        })
-    };
+    let (consuming, failed_acks) = traffic::consume(&consumed_queue, ledger.clone()).await;
+    let (publishing, progress) = traffic::publish(
+        publisher.clone(),
+        queue_name.clone(),
+        messages,
+        window,
+        ledger.clone(),
+    );
 
     // The faults, spread over the publishing: each waits for the
     // connection to be restored before the next.
@@ -227,9 +121,7 @@ async fn second_node_soak_loses_no_confirmed_message_through_faults_and_restarts
     for (round, fault) in schedule.iter().copied().enumerate() {
         // Let some traffic through between faults.
         let target = messages * (round as u64 + 1) / (schedule.len() as u64 + 1);
-        while published.load(Ordering::Relaxed) < target {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        progress.until_published(target).await;
         match fault {
             Fault::Cut => {
                 proxy.cut().await;
@@ -270,11 +162,7 @@ async fn second_node_soak_loses_no_confirmed_message_through_faults_and_restarts
     publishing.await.unwrap();
 
     // Every confirmed message must arrive; give the consumer time.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ledger.confirmed_undelivered() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    traffic::until_delivered(&ledger, Duration::from_secs(60)).await;
     let report = ledger.check();
 
     let mut network: Vec<Duration> = timings

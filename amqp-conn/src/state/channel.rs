@@ -528,11 +528,20 @@ impl ChannelState {
         }
         let changes = &mut self.changes;
         self.consumers.retain(|consumer| {
-            if consumer.cancelling {
-                consumer.sink.end(ConsumerEnd::Cancelled);
-                changes.push(ChannelChange::ConsumerGone(consumer.tag.clone()));
-            }
-            !consumer.cancelling
+            let ends = if consumer.cancelling {
+                Some(ConsumerEnd::Cancelled)
+            } else if !consumer.sink.restored {
+                // Asked not to be restored: the lost connection ends it.
+                Some(ConsumerEnd::Closed(error.clone()))
+            } else {
+                None
+            };
+            let Some(end) = ends else {
+                return true;
+            };
+            consumer.sink.end(end);
+            changes.push(ChannelChange::ConsumerGone(consumer.tag.clone()));
+            false
         });
         self.tag_base = lock(&self.shared).start_generation();
         self.shared
@@ -856,8 +865,16 @@ impl ChannelState {
         }
         let (request, reply) = self.calls.pop_front().expect("checked above");
         self.in_flight = false;
-        let recovery = matches!(reply, Reply::Recovery);
-        if shapes_topology(&request) && !recovery {
+        let restored = match &reply {
+            Reply::Recovery | Reply::NotRestored(_) => false,
+            Reply::Consume { sink, .. } => sink.restored,
+            _ => true,
+        };
+        let reply = match reply {
+            Reply::NotRestored(tx) => Reply::Method(tx),
+            other => other,
+        };
+        if shapes_topology(&request) && restored {
             self.changes.push(ChannelChange::Confirmed(Box::new((
                 request.clone(),
                 method.clone(),

@@ -250,6 +250,7 @@ impl Harness {
                     deliveries: tx,
                     end: end.clone(),
                     no_ack: false,
+                    restored: true,
                 },
                 reply,
             },

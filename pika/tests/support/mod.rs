@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod traffic;
+
 #[allow(unused_imports)]
 pub use pika_test_support::{rabbitmqctl, unique, url, FreezableProxy};
 

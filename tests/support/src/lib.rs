@@ -7,12 +7,15 @@
 //!   [`BrokerAppLock`], memory alarms), for any [`Node`];
 //! - [`second_node`]: [`SecondNode`], a throwaway second RabbitMQ node for
 //!   the tests that must not disturb the main one;
+//! - [`cluster`]: [`Cluster`], the throwaway 3-node cluster of
+//!   `scripts/cluster`, for failover tests;
 //! - [`total_queue`]: [`Ledger`], a total-queue checker that tells whether
 //!   confirmed messages were lost or unexpected ones delivered.
 //!
 //! The main items are re-exported here.
 
 pub mod broker_control;
+pub mod cluster;
 pub mod example_runner;
 pub mod fault_proxy;
 pub mod second_node;
@@ -23,6 +26,7 @@ pub use broker_control::{
     ALARMING_VM_MEMORY_HIGH_WATERMARK, CONNECTION_CLOSE_WAIT, DEFAULT_VM_MEMORY_HIGH_WATERMARK,
     STARTUP_WAIT,
 };
+pub use cluster::Cluster;
 pub use fault_proxy::{Direction, FaultProxy, FreezableProxy};
 pub use second_node::SecondNode;
 pub use total_queue::{Ledger, Report};

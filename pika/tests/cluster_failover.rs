@@ -1,0 +1,145 @@
+//! Failover in a 3-node RabbitMQ cluster (`scripts/cluster`): a quorum
+//! queue, a producer publishing persistent messages with confirms and a
+//! consumer acking manually, each on a robust connection given all three
+//! nodes' addresses. The node the producer or the consumer is connected
+//! to is stopped mid-run (its whole VM: the port closes, as in a
+//! shutdown), and started again before the next stop. Every message is
+//! accounted for by the total-queue checker: nothing confirmed is lost,
+//! nothing unexpected arrives; duplicates and indeterminate outcomes are
+//! counted; the time from a node stop to traffic resuming is printed.
+//!
+//! Its size comes from the environment (the issue's full size:
+//! `PIKA_CLUSTER_MESSAGES=10000 PIKA_CLUSTER_STOPS=3`):
+//!
+//! - `PIKA_CLUSTER_MESSAGES` (default 2,000)
+//! - `PIKA_CLUSTER_STOPS` (default 2 node stops, alternately the
+//!   producer's node and the consumer's)
+//!
+//! ```text
+//! PIKA_CLUSTER_MESSAGES=10000 PIKA_CLUSTER_STOPS=3 cargo nextest run -p pika-amqp --test cluster_failover --no-capture
+//! ```
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pika::{ConnectOptions, Connection, QueueType, ReconnectPolicy};
+use pika_test_support::{Cluster, Ledger};
+use support::traffic::{self, from_env, restored, wait_for};
+use support::unique;
+
+/// Publishes in flight at once.
+const WINDOW: usize = 32;
+
+async fn robust(cluster: &Cluster, first: u8, name: &str) -> Connection {
+    let urls = cluster.urls_from(first);
+    pika::connect_robust_with(
+        ConnectOptions::from_urls(urls.iter().map(String::as_str))
+            .unwrap()
+            .heartbeat(2)
+            .connection_name(name)
+            .reconnect(ReconnectPolicy::default().with_max_delay(Duration::from_millis(500))),
+    )
+    .await
+    .unwrap()
+}
+
+fn node_of(connection: &Connection) -> u8 {
+    Cluster::node_at(&connection.address()).expect("connected to a cluster node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_loses_no_confirmed_message_when_nodes_stop() {
+    let messages = from_env("PIKA_CLUSTER_MESSAGES", 2_000);
+    let stops = from_env("PIKA_CLUSTER_STOPS", 2) as usize;
+    let cluster = tokio::task::block_in_place(Cluster::up);
+
+    let producer = robust(&cluster, 1, &unique("cluster-producer")).await;
+    let consumer = robust(&cluster, 2, &unique("cluster-consumer")).await;
+    let queue_name = unique("cluster-quorum");
+    let publisher = producer.channel().await.unwrap();
+    publisher
+        .declare_queue(&queue_name)
+        .durable(true)
+        .queue_type(QueueType::Quorum)
+        .await
+        .unwrap();
+    let consumer_channel = consumer.channel().await.unwrap();
+    consumer_channel
+        .set_qos()
+        .prefetch_count(100)
+        .await
+        .unwrap();
+    let queue = consumer_channel.get_queue(&queue_name).await.unwrap();
+
+    let ledger = Ledger::new();
+    let (consuming, failed_acks) = traffic::consume(&queue, ledger.clone()).await;
+    let (publishing, progress) = traffic::publish(
+        publisher.clone(),
+        queue_name.clone(),
+        messages,
+        WINDOW,
+        ledger.clone(),
+    );
+
+    let mut resumed = Vec::new();
+    for stop in 0..stops {
+        progress
+            .until_published(messages * (stop as u64 + 1) / (stops as u64 + 1))
+            .await;
+        // Alternately the producer's node and the consumer's.
+        let (who, connection) = if stop % 2 == 0 {
+            ("producer", &producer)
+        } else {
+            ("consumer", &consumer)
+        };
+        let node = node_of(connection);
+        let mut events = connection.events();
+        let stopping = Instant::now();
+        tokio::task::block_in_place(|| cluster.stop_node(node));
+        let took = wait_for(&mut events, Duration::from_secs(60), restored).await;
+        let now_on = node_of(connection);
+        assert_ne!(now_on, node, "{who} moved to another node");
+        // Traffic resumes: a publish is confirmed after the stop began
+        // (the queue's leader may have been on the stopped node).
+        let confirmed_at = tokio::time::timeout(
+            Duration::from_secs(60),
+            progress.next_confirm_after(stopping),
+        )
+        .await
+        .expect("publishes are confirmed again");
+        let resumed_after = confirmed_at.duration_since(stopping);
+        eprintln!(
+            "stop {}: node {node} ({who}'s) stopped; {who} restored on node {now_on} {took:?} after the loss; a confirm {resumed_after:?} after the stop began",
+            stop + 1
+        );
+        resumed.push(resumed_after);
+        tokio::task::block_in_place(|| cluster.start_node(node));
+    }
+    publishing.await.unwrap();
+    traffic::until_delivered(&ledger, Duration::from_secs(60)).await;
+    let report = ledger.check();
+    eprintln!(
+        "cluster failover: {messages} messages, {stops} node stops, acks refused (a lost connection's deliveries): {}",
+        failed_acks.load(Ordering::Relaxed)
+    );
+    eprintln!("{report}");
+    report.assert_safe();
+    assert_eq!(report.published, messages as usize);
+    assert_eq!(report.pending, 0, "every publish has an outcome");
+
+    consuming.abort();
+    publisher
+        .get_queue(&queue_name)
+        .await
+        .unwrap()
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .unwrap();
+    producer.close().await.unwrap();
+    consumer.close().await.unwrap();
+    drop(cluster);
+}

@@ -1,0 +1,181 @@
+//! Traffic for the recovery tests, every message recorded in a
+//! [`Ledger`]: a publisher of persistent messages with confirms (a window
+//! in flight, a timeout each) and a consumer with manual acks. Neither
+//! has any recovery code: they publish and consume whatever happens
+//! underneath.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use pika::{Channel, ConnectionEvent, DeliveryMode, Message, Queue};
+use pika_test_support::Ledger;
+
+/// Each publish's timeout, as issue 10 sets it.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a size from the environment.
+pub fn from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What the publisher has done so far.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Publishes with an outcome.
+    pub published: AtomicU64,
+    /// When the last confirm arrived.
+    pub last_confirm: Mutex<Option<Instant>>,
+}
+
+impl Progress {
+    /// Waits until `count` publishes have an outcome.
+    pub async fn until_published(&self, count: u64) {
+        while self.published.load(Ordering::Relaxed) < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until a confirm arrives after `since`; returns when it did.
+    pub async fn next_confirm_after(&self, since: Instant) -> Instant {
+        loop {
+            if let Some(at) = *self.last_confirm.lock().unwrap() {
+                if at > since {
+                    return at;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// Publishes messages `0..messages` (their id in the body) to `queue`
+/// through the default exchange, `window` at a time, and records each
+/// attempt and outcome: a confirm, a nack, or anything else as
+/// indeterminate (a timeout or a lost connection: it may have arrived).
+pub fn publish(
+    channel: Channel,
+    queue: String,
+    messages: u64,
+    window: usize,
+    ledger: Ledger,
+) -> (tokio::task::JoinHandle<()>, Arc<Progress>) {
+    let progress = Arc::new(Progress::default());
+    let shared = progress.clone();
+    let task = tokio::spawn(async move {
+        let exchange = channel.default_exchange();
+        let mut in_flight = FuturesUnordered::new();
+        for id in 0..messages {
+            if in_flight.len() >= window.max(1) {
+                in_flight.next().await;
+            }
+            ledger.published(id);
+            let (exchange, ledger, queue, progress) = (
+                exchange.clone(),
+                ledger.clone(),
+                queue.clone(),
+                shared.clone(),
+            );
+            in_flight.push(async move {
+                let message = Message::new(id.to_string()).delivery_mode(DeliveryMode::Persistent);
+                let outcome = exchange
+                    .publish(message, &queue)
+                    .timeout(PUBLISH_TIMEOUT)
+                    .await;
+                match outcome {
+                    Ok(confirmation) if confirmation.is_ack() => {
+                        ledger.confirmed(id);
+                        *progress.last_confirm.lock().unwrap() = Some(Instant::now());
+                    }
+                    Ok(_) => ledger.nacked(id),
+                    Err(_) => ledger.indeterminate(id),
+                }
+                progress.published.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        while in_flight.next().await.is_some() {}
+    });
+    (task, progress)
+}
+
+/// Consumes `queue` with manual acks, recording each delivery; an ack
+/// that fails (its delivery came over a lost connection) is counted in
+/// the returned number, and the broker delivers that message again.
+pub async fn consume(
+    queue: &Queue,
+    ledger: Ledger,
+) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+    let mut iterator = queue.iterator().await.expect("consume");
+    let failed_acks = Arc::new(AtomicU64::new(0));
+    let counter = failed_acks.clone();
+    let task = tokio::spawn(async move {
+        while let Some(item) = iterator.next().await {
+            let message = item.unwrap_or_else(|error| panic!("the iterator failed: {error}"));
+            let id: u64 = std::str::from_utf8(message.body())
+                .unwrap()
+                .parse()
+                .unwrap();
+            ledger.delivered(id);
+            if message.ack(false).is_err() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    (task, failed_acks)
+}
+
+/// Waits until every confirmed message was delivered (at most `bound`).
+pub async fn until_delivered(ledger: &Ledger, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    while ledger.confirmed_undelivered() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Late duplicates, if any, are counted too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Waits for the event `wanted` picks, at most `bound`.
+pub async fn wait_for<T>(
+    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    bound: Duration,
+    mut wanted: impl FnMut(&ConnectionEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(bound, async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(found) = wanted(&event) {
+                        return found;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("events ended: {error}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no such event within {bound:?}"))
+}
+
+/// How long the connection took to be restored, from a `Reconnected`
+/// event; a `Closed` event fails the test.
+pub fn restored(event: &ConnectionEvent) -> Option<Duration> {
+    match event {
+        ConnectionEvent::Reconnected { took, .. } => Some(*took),
+        ConnectionEvent::Closed(error) => panic!("the robust connection closed: {error}"),
+        _ => None,
+    }
+}
+
+/// The `p` quantile (0 to 1) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
