@@ -70,24 +70,30 @@ impl Consumer {
 
     /// Polls for the next delivery (for `Stream` implementations).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let stale_through = self.stale_through();
+        if stale_through == 0 {
+            // The channel never lost its connection: nothing to skip.
+            return self.rx.poll_recv(cx);
+        }
         loop {
-            let delivery = std::task::ready!(self.rx.poll_recv(cx));
-            match delivery {
-                Some(d) if !self.no_ack && self.is_stale(d.delivery_tag) => continue,
-                other => return Poll::Ready(other),
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(delivery)) if delivery.delivery_tag <= stale_through => {}
+                other => return other,
             }
         }
     }
 
-    /// True for a delivery of a connection that was lost.
-    fn is_stale(&self, delivery_tag: u64) -> bool {
-        delivery_tag
-            <= self
-                .channel
-                .inner
-                .shared
-                .stale_through
-                .load(std::sync::atomic::Ordering::Acquire)
+    /// Deliveries with a tag up to this came over a connection that was
+    /// lost (0: none, or the consumer needs no acks).
+    fn stale_through(&self) -> u64 {
+        if self.no_ack {
+            return 0;
+        }
+        self.channel
+            .inner
+            .shared
+            .stale_through
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Why the consumer ended, once it has.

@@ -650,16 +650,24 @@ impl ConnectionState {
             ConnectionPhase::Closing { deadline, .. } => Some(*deadline),
             ConnectionPhase::Closed { .. } | ConnectionPhase::Reconnecting => None,
             ConnectionPhase::Open => {
-                let closes = self.draining_channels.iter().map(|(_, d)| *d);
-                let connection_close = self.draining.as_ref().map(|(_, d)| *d);
-                self.heartbeat
-                    .as_ref()
-                    .map(Heartbeat::deadline)
-                    .into_iter()
-                    .chain(closes)
-                    .chain(connection_close)
-                    .chain(self.next_probe())
-                    .min()
+                // Called on every turn of the driver: the heartbeat is
+                // the usual answer, the rest is usually empty.
+                let mut next = self.heartbeat.as_ref().map(Heartbeat::deadline);
+                let mut earlier = |deadline: Instant| {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                };
+                for (_, deadline) in &self.draining_channels {
+                    earlier(*deadline);
+                }
+                if let Some((_, deadline)) = &self.draining {
+                    earlier(*deadline);
+                }
+                if !self.suspended.is_empty() {
+                    if let Some(deadline) = self.next_probe() {
+                        earlier(deadline);
+                    }
+                }
+                next
             }
         }
     }
