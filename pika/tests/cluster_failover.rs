@@ -24,7 +24,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pika::{ConnectOptions, Connection, QueueType, ReconnectPolicy};
+use pika::{ConnectOptions, Connection, ConnectionEvent, QueueType, ReconnectPolicy};
 use pika_test_support::{Cluster, Ledger};
 use support::traffic::{self, from_env, restored, wait_for};
 use support::unique;
@@ -74,14 +74,16 @@ async fn cluster_failover_loses_no_confirmed_message_when_nodes_stop() {
     let queue = consumer_channel.get_queue(&queue_name).await.unwrap();
 
     let ledger = Ledger::new();
-    let (consuming, failed_acks) = traffic::consume(&queue, ledger.clone()).await;
-    let (publishing, progress) = traffic::publish(
-        publisher.clone(),
-        queue_name.clone(),
+    let (consuming, consumed) = traffic::consume(&queue, ledger.clone()).await;
+    // Paced so that the traffic spans every stop and restart (each takes
+    // 10 to 25 s here).
+    let load = traffic::Load {
         messages,
-        WINDOW,
-        ledger.clone(),
-    );
+        window: WINDOW,
+        rate: Some(messages as f64 / (25.0 * stops as f64 + 10.0)),
+    };
+    let (publishing, progress) =
+        traffic::publish(publisher.clone(), queue_name.clone(), load, ledger.clone());
 
     let mut resumed = Vec::new();
     for stop in 0..stops {
@@ -97,32 +99,56 @@ async fn cluster_failover_loses_no_confirmed_message_when_nodes_stop() {
         let node = node_of(connection);
         let mut events = connection.events();
         let stopping = Instant::now();
-        tokio::task::block_in_place(|| cluster.stop_node(node));
+        let stopped = tokio::task::spawn_blocking(move || Cluster::stop_node(node));
+        wait_for(&mut events, Duration::from_secs(60), |event| {
+            matches!(event, ConnectionEvent::Disconnected { .. }).then_some(())
+        })
+        .await;
+        let lost_at = Instant::now();
         let took = wait_for(&mut events, Duration::from_secs(60), restored).await;
         let now_on = node_of(connection);
         assert_ne!(now_on, node, "{who} moved to another node");
-        // Traffic resumes: a publish is confirmed after the stop began
-        // (the queue's leader may have been on the stopped node).
-        let confirmed_at = tokio::time::timeout(
-            Duration::from_secs(60),
-            progress.next_confirm_after(stopping),
-        )
+        // Traffic resumes: the producer's publishes are confirmed again,
+        // the consumer's deliveries arrive again (the queue's leader may
+        // have been on the stopped node too).
+        let resumed_at = tokio::time::timeout(Duration::from_secs(60), async {
+            if who == "producer" {
+                progress.next_confirm_after(lost_at).await
+            } else {
+                consumed.progress.next_delivery_after(lost_at).await
+            }
+        })
         .await
-        .expect("publishes are confirmed again");
-        let resumed_after = confirmed_at.duration_since(stopping);
+        .expect("traffic resumes");
+        let resumed_after = resumed_at.duration_since(lost_at);
+        let what = if who == "producer" {
+            "confirm"
+        } else {
+            "delivery"
+        };
         eprintln!(
-            "stop {}: node {node} ({who}'s) stopped; {who} restored on node {now_on} {took:?} after the loss; a confirm {resumed_after:?} after the stop began",
-            stop + 1
+            "stop {}: node {node} ({who}'s) stopped; its connection lost {:?} after the stop began, restored on node {now_on} {took:?} after the loss; the next {what} {resumed_after:?} after the loss",
+            stop + 1,
+            lost_at.duration_since(stopping),
         );
         resumed.push(resumed_after);
-        tokio::task::block_in_place(|| cluster.start_node(node));
+        stopped.await.unwrap();
+        tokio::task::spawn_blocking(move || Cluster::start_node(node))
+            .await
+            .unwrap();
     }
     publishing.await.unwrap();
     traffic::until_delivered(&ledger, Duration::from_secs(60)).await;
     let report = ledger.check();
+    resumed.sort();
+    eprintln!(
+        "traffic resumed after a node stop: median {:?}, max {:?}",
+        traffic::percentile(&resumed, 0.5),
+        resumed.last().copied().unwrap_or_default()
+    );
     eprintln!(
         "cluster failover: {messages} messages, {stops} node stops, acks refused (a lost connection's deliveries): {}",
-        failed_acks.load(Ordering::Relaxed)
+        consumed.failed_acks.load(Ordering::Relaxed)
     );
     eprintln!("{report}");
     report.assert_safe();

@@ -90,14 +90,14 @@ async fn second_node_soak_loses_no_confirmed_message_through_faults_and_restarts
     let consumed_queue = consumer_channel.get_queue(&queue_name).await.unwrap();
 
     let ledger = Ledger::new();
-    let (consuming, failed_acks) = traffic::consume(&consumed_queue, ledger.clone()).await;
-    let (publishing, progress) = traffic::publish(
-        publisher.clone(),
-        queue_name.clone(),
+    let (consuming, consumed) = traffic::consume(&consumed_queue, ledger.clone()).await;
+    let load = traffic::Load {
         messages,
         window,
-        ledger.clone(),
-    );
+        rate: None,
+    };
+    let (publishing, progress) =
+        traffic::publish(publisher.clone(), queue_name.clone(), load, ledger.clone());
 
     // The faults, spread over the publishing: each waits for the
     // connection to be restored before the next.
@@ -201,7 +201,7 @@ async fn second_node_soak_loses_no_confirmed_message_through_faults_and_restarts
     );
     eprintln!(
         "acks refused (delivery of a lost connection): {}",
-        failed_acks.load(Ordering::Relaxed)
+        consumed.failed_acks.load(Ordering::Relaxed)
     );
     eprintln!("{report}");
 

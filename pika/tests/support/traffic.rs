@@ -30,6 +30,8 @@ pub struct Progress {
     pub published: AtomicU64,
     /// When the last confirm arrived.
     pub last_confirm: Mutex<Option<Instant>>,
+    /// When the last delivery arrived (for the consumer's progress).
+    pub last_delivery: Mutex<Option<Instant>>,
 }
 
 impl Progress {
@@ -42,8 +44,17 @@ impl Progress {
 
     /// Waits until a confirm arrives after `since`; returns when it did.
     pub async fn next_confirm_after(&self, since: Instant) -> Instant {
+        Self::next_after(&self.last_confirm, since).await
+    }
+
+    /// Waits until a delivery arrives after `since`; returns when it did.
+    pub async fn next_delivery_after(&self, since: Instant) -> Instant {
+        Self::next_after(&self.last_delivery, since).await
+    }
+
+    async fn next_after(last: &Mutex<Option<Instant>>, since: Instant) -> Instant {
         loop {
-            if let Some(at) = *self.last_confirm.lock().unwrap() {
+            if let Some(at) = *last.lock().unwrap() {
                 if at > since {
                     return at;
                 }
@@ -53,15 +64,25 @@ impl Progress {
     }
 }
 
-/// Publishes messages `0..messages` (their id in the body) to `queue`
-/// through the default exchange, `window` at a time, and records each
-/// attempt and outcome: a confirm, a nack, or anything else as
+/// How the publisher publishes.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Messages `0..messages`, their id in the body.
+    pub messages: u64,
+    /// Publishes in flight at once.
+    pub window: usize,
+    /// At most this many publishes a second (`None`: as fast as the
+    /// window allows), so that the traffic spans slow faults.
+    pub rate: Option<f64>,
+}
+
+/// Publishes `load` to `queue` through the default exchange and records
+/// each attempt and outcome: a confirm, a nack, or anything else as
 /// indeterminate (a timeout or a lost connection: it may have arrived).
 pub fn publish(
     channel: Channel,
     queue: String,
-    messages: u64,
-    window: usize,
+    load: Load,
     ledger: Ledger,
 ) -> (tokio::task::JoinHandle<()>, Arc<Progress>) {
     let progress = Arc::new(Progress::default());
@@ -69,9 +90,23 @@ pub fn publish(
     let task = tokio::spawn(async move {
         let exchange = channel.default_exchange();
         let mut in_flight = FuturesUnordered::new();
-        for id in 0..messages {
-            if in_flight.len() >= window.max(1) {
+        let mut pace = load
+            .rate
+            .map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
+        for id in 0..load.messages {
+            if in_flight.len() >= load.window.max(1) {
                 in_flight.next().await;
+            }
+            if let Some(pace) = &mut pace {
+                // Waiting for the tick while confirms come in.
+                let tick = pace.tick();
+                tokio::pin!(tick);
+                loop {
+                    tokio::select! {
+                        _ = &mut tick => break,
+                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    }
+                }
             }
             ledger.published(id);
             let (exchange, ledger, queue, progress) = (
@@ -102,16 +137,24 @@ pub fn publish(
     (task, progress)
 }
 
-/// Consumes `queue` with manual acks, recording each delivery; an ack
-/// that fails (its delivery came over a lost connection) is counted in
-/// the returned number, and the broker delivers that message again.
+/// What the consumer has done so far.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    /// Acks that failed: their delivery came over a lost connection (the
+    /// broker delivers that message again).
+    pub failed_acks: AtomicU64,
+    /// When deliveries arrived.
+    pub progress: Progress,
+}
+
+/// Consumes `queue` with manual acks, recording each delivery.
 pub async fn consume(
     queue: &Queue,
     ledger: Ledger,
-) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+) -> (tokio::task::JoinHandle<()>, Arc<Consumed>) {
     let mut iterator = queue.iterator().await.expect("consume");
-    let failed_acks = Arc::new(AtomicU64::new(0));
-    let counter = failed_acks.clone();
+    let consumed = Arc::new(Consumed::default());
+    let counter = consumed.clone();
     let task = tokio::spawn(async move {
         while let Some(item) = iterator.next().await {
             let message = item.unwrap_or_else(|error| panic!("the iterator failed: {error}"));
@@ -120,12 +163,13 @@ pub async fn consume(
                 .parse()
                 .unwrap();
             ledger.delivered(id);
+            *counter.progress.last_delivery.lock().unwrap() = Some(Instant::now());
             if message.ack(false).is_err() {
-                counter.fetch_add(1, Ordering::Relaxed);
+                counter.failed_acks.fetch_add(1, Ordering::Relaxed);
             }
         }
     });
-    (task, failed_acks)
+    (task, consumed)
 }
 
 /// Waits until every confirmed message was delivered (at most `bound`).

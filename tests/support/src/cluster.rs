@@ -67,12 +67,12 @@ impl Cluster {
 
     /// Stops node `n`'s whole Erlang VM (its AMQP port closes, as in a
     /// shutdown) and waits until it is gone (3-8 s).
-    pub fn stop_node(&self, n: u8) {
+    pub fn stop_node(n: u8) {
         Self::run(&["stop-node", &n.to_string()]);
     }
 
     /// Starts node `n` again and waits until the cluster sees it (6-16 s).
-    pub fn start_node(&self, n: u8) {
+    pub fn start_node(n: u8) {
         Self::run(&["start-node", &n.to_string()]);
     }
 }
