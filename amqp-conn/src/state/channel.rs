@@ -861,6 +861,16 @@ impl ChannelState {
                 .front()
                 .is_some_and(|(request, _)| request.expects_reply(&method));
         if !answers_head {
+            if let Method::BasicConsumeOk(ok) = &method {
+                if self.has_consumer(&ok.consumer_tag) {
+                    // Seen once in the cluster failover test, on a consumer
+                    // of a quorum queue whose leader node had stopped: a
+                    // second consume-ok for a consumer this channel has.
+                    // It changes nothing; the connection goes on.
+                    tracing::warn!(channel = self.r.id, consumer_tag = %ok.consumer_tag, "a consume-ok nothing waited for, for a known consumer: ignored");
+                    return Ok(());
+                }
+            }
             return Err(self.unexpected(method.name()));
         }
         let (request, reply) = self.calls.pop_front().expect("checked above");

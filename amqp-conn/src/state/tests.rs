@@ -1619,3 +1619,75 @@ async fn closing_while_reconnecting_ends_everything_at_once() {
     assert!(waiting.try_recv().unwrap().is_err());
     assert!(matches!(h.state.phase, ConnectionPhase::Closed { .. }));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_cancelled_by_the_broker_waits_for_its_queue_and_consumes_again() {
+    let mut h = Harness::new(10, 0);
+    h.state.set_robust(true);
+    let a = h.open_channel();
+    let (mut deliveries, end) = h.consume_from(a, "q", "t1", 8);
+    h.feed(
+        a.id,
+        BasicCancel {
+            consumer_tag: s("t1"),
+            nowait: true,
+        },
+    );
+    assert!(end.get().is_none(), "the consumer waits");
+    assert!(matches!(
+        h.events.try_recv().unwrap(),
+        ConnectionEvent::ConsumerCancelled { resuming: true, .. }
+    ));
+    assert_eq!(h.sent_methods(), []);
+    // The first look, after 250 ms: the queue is not there.
+    tokio::time::advance(Duration::from_millis(300)).await;
+    h.state.handle_timeout(Instant::now(), false);
+    assert_eq!(h.sent_methods(), [(2, "channel.open")]);
+    h.feed(2, ChannelOpenOk::default());
+    assert_eq!(h.sent_methods(), [(2, "queue.declare")]);
+    h.feed(
+        2,
+        ChannelClose {
+            reply_code: 404,
+            reply_text: s("NOT_FOUND - no queue 'q'"),
+            class_id: 50,
+            method_id: 10,
+        },
+    );
+    assert_eq!(h.sent_methods(), [(2, "channel.close-ok")]);
+    // The next look comes later (500 ms), on a channel of its own; the
+    // queue is back.
+    tokio::time::advance(Duration::from_millis(300)).await;
+    h.state.handle_timeout(Instant::now(), false);
+    assert_eq!(h.sent_methods(), []);
+    tokio::time::advance(Duration::from_millis(300)).await;
+    h.state.handle_timeout(Instant::now(), false);
+    let [(probe, "channel.open")] = h.sent_methods()[..] else {
+        panic!("expected a probe's channel.open");
+    };
+    assert_ne!(probe, a.id);
+    h.feed(probe, ChannelOpenOk::default());
+    assert_eq!(h.sent_methods(), [(probe, "queue.declare")]);
+    h.feed(
+        probe,
+        QueueDeclareOk {
+            queue: s("q"),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    assert_eq!(
+        h.sent_methods(),
+        [(probe, "channel.close"), (a.id, "basic.consume")]
+    );
+    h.feed(
+        a.id,
+        BasicConsumeOk {
+            consumer_tag: s("t1"),
+        },
+    );
+    h.feed(probe, ChannelCloseOk::default());
+    h.deliver(a.id, "t1", 1, b"again");
+    assert_eq!(deliveries.try_recv().unwrap().body.as_ref(), b"again");
+    assert!(matches!(h.state.phase, ConnectionPhase::Open));
+}
