@@ -59,6 +59,17 @@ pub struct CloseReason {
 }
 
 impl CloseReason {
+    /// A close the application asked for, with its code and text.
+    pub(crate) fn by_client(code: u16, text: String) -> Self {
+        CloseReason {
+            code: ReplyCode(code),
+            text,
+            class_id: 0,
+            method_id: 0,
+            initiator: Initiator::Client,
+        }
+    }
+
     /// A close with code 200 by `initiator`.
     pub fn normal(initiator: Initiator) -> Self {
         CloseReason {

@@ -167,15 +167,7 @@ async fn cluster_failover_loses_no_confirmed_message_when_nodes_stop() {
     assert_eq!(report.pending, 0, "every publish has an outcome");
 
     consuming.abort();
-    publisher
-        .get_queue(&queue_name)
-        .await
-        .unwrap()
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&publisher.get_queue(&queue_name).await.unwrap()).await;
     producer.close().await.unwrap();
     consumer.close().await.unwrap();
     drop(cluster);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pika::{ConnectOptions, Connection, ConnectionEvent, Error, ExchangeType, Message};
 use pika_test_support::{close_connection_named, FaultProxy};
-use support::unique;
+use support::{traffic, unique};
 
 /// Heartbeat of the connections under test: a black hole is found after
 /// about two intervals.
@@ -86,22 +86,32 @@ async fn robust_through(proxy: &FaultProxy, name: &str) -> Connection {
     .expect("connect through the proxy")
 }
 
-/// Waits for the next `Reconnected` event.
+/// A robust connection through a new fault proxy, its events, a channel
+/// and a durable queue named after `name`.
+async fn robust_with_queue(
+    name: &str,
+) -> (
+    FaultProxy,
+    Connection,
+    tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    pika::Channel,
+    pika::Queue,
+) {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = robust_through(&proxy, &unique(name)).await;
+    let events = connection.events();
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue(&unique(name))
+        .durable(true)
+        .await
+        .unwrap();
+    (proxy, connection, events, channel, queue)
+}
+
+/// Waits for the next `Reconnected` event (at most 20 s).
 async fn reconnected(events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>) -> Duration {
-    let deadline = Duration::from_secs(20);
-    tokio::time::timeout(deadline, async {
-        loop {
-            match events.recv().await {
-                Ok(ConnectionEvent::Reconnected { took, .. }) => return took,
-                Ok(ConnectionEvent::Closed(error)) => panic!("closed instead: {error}"),
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(error) => panic!("{error}"),
-            }
-        }
-    })
-    .await
-    .expect("reconnected within 20 s")
+    traffic::wait_for(events, Duration::from_secs(20), traffic::restored).await
 }
 
 async fn consumers_and_publishers_carry_on_after(fault: Fault) {
@@ -164,12 +174,7 @@ async fn consumers_and_publishers_carry_on_after(fault: Fault) {
     assert_eq!(got, ["after a", "after b"], "{fault:?}");
     assert_eq!(channel.number(), 1);
     assert!(!connection.is_closed());
-    queue
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&queue).await;
     connection.close().await.unwrap();
 }
 
@@ -232,14 +237,8 @@ async fn a_server_named_exclusive_queue_comes_back_under_its_new_name() {
     let new = renamed.expect("a QueueRenamed event");
     assert_ne!(new, old);
     assert_eq!(queue.name(), new, "the handle has the new name");
-    let confirmation = exchange
-        .publish(Message::new("to the new name"), "")
-        .await
-        .unwrap();
-    assert!(confirmation.is_ack());
-    let message = support::next(&mut iterator).await.unwrap().unwrap();
-    assert_eq!(message.body().as_ref(), b"to the new name");
-    message.ack(false).unwrap();
+    support::publish_confirmed(&exchange, "to the new name", "").await;
+    support::receive(&mut iterator, "to the new name").await;
     connection.close().await.unwrap();
 }
 
@@ -248,14 +247,7 @@ async fn a_server_named_exclusive_queue_comes_back_under_its_new_name() {
 /// connection is down waits for it and is confirmed.
 #[tokio::test]
 async fn pending_confirms_end_indeterminate_and_later_publishes_wait() {
-    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
-    let connection = robust_through(&proxy, &unique("robust-pending")).await;
-    let channel = connection.channel().await.unwrap();
-    let queue = channel
-        .declare_queue(&unique("robust-pending"))
-        .durable(true)
-        .await
-        .unwrap();
+    let (proxy, connection, _events, channel, queue) = robust_with_queue("robust-pending").await;
     // Silence: the publish goes out, its confirm cannot come back.
     proxy.black_hole(true);
     let pending = {
@@ -290,12 +282,7 @@ async fn pending_confirms_end_indeterminate_and_later_publishes_wait() {
         .await
         .expect("a publish after the loss is confirmed");
     assert!(confirmation.is_ack());
-    queue
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&queue).await;
     connection.close().await.unwrap();
 }
 
@@ -304,15 +291,7 @@ async fn pending_confirms_end_indeterminate_and_later_publishes_wait() {
 /// message again.
 #[tokio::test]
 async fn acks_of_a_lost_connections_deliveries_fail_locally() {
-    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
-    let connection = robust_through(&proxy, &unique("robust-stale")).await;
-    let mut events = connection.events();
-    let channel = connection.channel().await.unwrap();
-    let queue = channel
-        .declare_queue(&unique("robust-stale"))
-        .durable(true)
-        .await
-        .unwrap();
+    let (proxy, connection, mut events, channel, queue) = robust_with_queue("robust-stale").await;
     let confirmation = channel
         .default_exchange()
         .publish(Message::new("once"), queue.name())
@@ -329,12 +308,7 @@ async fn acks_of_a_lost_connections_deliveries_fail_locally() {
     assert_eq!(again.body().as_ref(), b"once");
     assert!(again.redelivered());
     again.ack(false).unwrap();
-    queue
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&queue).await;
     connection.close().await.unwrap();
 }
 
@@ -432,12 +406,7 @@ async fn every_fault_in_turn_on_one_connection() {
             assert!(message.redelivered(), "{fault:?}: {:?}", message.body());
         }
     }
-    queue
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&queue).await;
     connection.close().await.unwrap();
 }
 
@@ -474,22 +443,10 @@ async fn a_channel_closed_for_a_soft_error_is_reopened_with_its_consumer() {
     assert_eq!(closed, channel.number());
 
     // The same channel handle publishes, the same iterator receives.
-    let confirmation = channel
-        .default_exchange()
-        .publish(Message::new("after the refusal"), &name)
-        .await
-        .unwrap();
-    assert!(confirmation.is_ack());
-    let message = support::next(&mut iterator).await.unwrap().unwrap();
-    assert_eq!(message.body().as_ref(), b"after the refusal");
-    message.ack(false).unwrap();
+    support::publish_confirmed(&channel.default_exchange(), "after the refusal", &name).await;
+    support::receive(&mut iterator, "after the refusal").await;
     assert!(!channel.is_closed());
-    queue
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&queue).await;
     connection.close().await.unwrap();
 }
 
@@ -507,15 +464,7 @@ async fn a_consumer_cancelled_by_the_broker_resumes_when_its_queue_is_back() {
     // Another application deletes the queue, then declares it again.
     let other = support::connect().await;
     let other_channel = other.channel().await.unwrap();
-    other_channel
-        .get_queue(&name)
-        .await
-        .unwrap()
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&other_channel.get_queue(&name).await.unwrap()).await;
     let cancelled = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Ok(ConnectionEvent::ConsumerCancelled {
@@ -540,24 +489,14 @@ async fn a_consumer_cancelled_by_the_broker_resumes_when_its_queue_is_back() {
     })
     .await
     .expect("the consumer resumes once the queue is back");
-    let confirmation = other_channel
-        .default_exchange()
-        .publish(Message::new("to the queue that came back"), &name)
-        .await
-        .unwrap();
-    assert!(confirmation.is_ack());
-    let message = support::next(&mut iterator).await.unwrap().unwrap();
-    assert_eq!(message.body().as_ref(), b"to the queue that came back");
-    message.ack(false).unwrap();
-    other_channel
-        .get_queue(&name)
-        .await
-        .unwrap()
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::publish_confirmed(
+        &other_channel.default_exchange(),
+        "to the queue that came back",
+        &name,
+    )
+    .await;
+    support::receive(&mut iterator, "to the queue that came back").await;
+    support::delete_queue(&other_channel.get_queue(&name).await.unwrap()).await;
     connection.close().await.unwrap();
     other.close().await.unwrap();
 }

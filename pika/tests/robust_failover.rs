@@ -11,7 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pika::{ConnectionEvent, ExchangeType, Message};
+use pika::{ConnectionEvent, ExchangeType};
 use pika_test_support::{BrokerAppLock, SecondNode};
 use support::unique;
 
@@ -37,14 +37,8 @@ async fn second_node_failover_to_the_other_broker_with_the_topology() {
     let queue = channel.declare_queue(&unique("failover-q")).await.unwrap();
     queue.bind(&exchange, "k").await.unwrap();
     let mut iterator = queue.iterator().await.unwrap();
-    let confirmation = exchange
-        .publish(Message::new("on the second node"), "k")
-        .await
-        .unwrap();
-    assert!(confirmation.is_ack());
-    let message = support::next(&mut iterator).await.unwrap().unwrap();
-    assert_eq!(message.body().as_ref(), b"on the second node");
-    message.ack(false).unwrap();
+    support::publish_confirmed(&exchange, "on the second node", "k").await;
+    support::receive(&mut iterator, "on the second node").await;
 
     // The broker in use stops.
     let app = BrokerAppLock::acquire(node.node()).unwrap();
@@ -70,26 +64,15 @@ async fn second_node_failover_to_the_other_broker_with_the_topology() {
 
     // The same handles, on the other broker, with the topology declared
     // again there: the exchange routes by the binding to the consumer.
-    let confirmation = exchange
-        .publish(Message::new("on the main node"), "k")
-        .await
-        .unwrap();
-    assert!(confirmation.is_ack());
-    let message = support::next(&mut iterator).await.unwrap().unwrap();
-    assert_eq!(message.body().as_ref(), b"on the main node");
-    message.ack(false).unwrap();
+    support::publish_confirmed(&exchange, "on the main node", "k").await;
+    support::receive(&mut iterator, "on the main node").await;
     eprintln!(
         "failover: connection lost {lost_after:?} into stop_app, restored on {address} {took:?} after the loss; traffic resumed {:?} after stop_app began",
         stopping.elapsed()
     );
 
     tokio::task::block_in_place(|| stopped.start_app()).unwrap();
-    queue
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&queue).await;
     exchange.delete().await.unwrap();
     connection.close().await.unwrap();
 }

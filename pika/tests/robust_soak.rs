@@ -225,12 +225,7 @@ async fn second_node_soak_loses_no_confirmed_message_through_faults_and_restarts
     }
 
     consuming.abort();
-    queue
-        .delete()
-        .if_empty(false)
-        .if_unused(false)
-        .await
-        .unwrap();
+    support::delete_queue(&queue).await;
     connection.close().await.unwrap();
     drop(node);
 }

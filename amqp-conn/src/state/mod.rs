@@ -309,15 +309,26 @@ impl ConnectionState {
                 let must_wait =
                     matches!(command, Command::Publish(_)) && !(can_publish && channel.is_open());
                 if channel.has_held() || must_wait {
-                    if !channel.has_held() && !self.holding.contains(&r) {
-                        self.holding.push_back(r);
-                    }
-                    channel.hold(command);
+                    let _found = self.hold(r, command);
                     return;
                 }
             }
         }
         self.dispatch(command, now);
+    }
+
+    /// Holds `command` behind what channel `r` holds, so that the order on
+    /// the channel is the order of the calls; gives the command back when
+    /// the channel is gone.
+    fn hold(&mut self, r: ChannelRef, command: Command) -> std::result::Result<(), Command> {
+        let Some(channel) = find(&mut self.channels, r) else {
+            return Err(command);
+        };
+        if !channel.has_held() && !self.holding.contains(&r) {
+            self.holding.push_back(r);
+        }
+        channel.hold(command);
+        Ok(())
     }
 
     /// Lets held commands go, channel by channel in turns, while the
@@ -400,13 +411,7 @@ impl ConnectionState {
                 }
             },
             Command::CloseConnection { code, text, reply } => {
-                let reason = CloseReason {
-                    code: ReplyCode(code),
-                    text,
-                    class_id: 0,
-                    method_id: 0,
-                    initiator: Initiator::Client,
-                };
+                let reason = CloseReason::by_client(code, text);
                 match reply {
                     Some(reply) => {
                         // Asked for: first learn the outcomes still coming.

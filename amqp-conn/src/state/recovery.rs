@@ -159,13 +159,7 @@ impl ConnectionState {
         match command {
             Command::CloseConnection { code, text, reply } => {
                 // Closing wins over reconnecting, at once.
-                let reason = CloseReason {
-                    code: ReplyCode(code),
-                    text,
-                    class_id: 0,
-                    method_id: 0,
-                    initiator: Initiator::Client,
-                };
+                let reason = CloseReason::by_client(code, text);
                 if let Some(reply) = reply {
                     self.close_waiters.push(reply);
                 }
@@ -185,20 +179,30 @@ impl ConnectionState {
                 let r = command
                     .channel()
                     .expect("the other commands name a channel");
-                match find(&mut self.channels, r) {
-                    Some(channel) => {
-                        if !channel.has_held() && !self.holding.contains(&r) {
-                            self.holding.push_back(r);
-                        }
-                        channel.hold(command);
-                    }
-                    None => {
-                        let error = self.channel_gone(r);
-                        command.fail(error);
-                    }
+                if let Err(command) = self.hold(r, command) {
+                    let error = self.channel_gone(r);
+                    command.fail(error);
                 }
             }
         }
+    }
+
+    /// Opens a channel for the connection's own requests (the replay, a
+    /// probe), answered as [`Reply::Recovery`]; `None` when every channel
+    /// number is in use.
+    fn open_own_channel(&mut self) -> Option<ChannelRef> {
+        let id = self.ids.allocate()?;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let r = ChannelRef { id, generation };
+        let mut channel = ChannelState::new(r, self.max_body_size);
+        channel.call(
+            ChannelOpen::default().into(),
+            Reply::Recovery,
+            &mut self.out,
+        );
+        self.channels[usize::from(id)] = Some(channel);
+        Some(r)
     }
 
     /// The driver opened a new socket: reopen the channels, then replay
@@ -220,7 +224,7 @@ impl ConnectionState {
         for channel in self.channels.iter_mut().flatten() {
             outstanding += channel.reopen(&mut self.out);
         }
-        let Some(id) = self.ids.allocate() else {
+        let Some(replay_channel) = self.open_own_channel() else {
             // Every channel number is in use: no room to replay on.
             return self.disconnect(
                 Error::ChannelLimitReached {
@@ -229,16 +233,6 @@ impl ConnectionState {
                 now,
             );
         };
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let replay_channel = ChannelRef { id, generation };
-        let mut channel = ChannelState::new(replay_channel, self.max_body_size);
-        channel.call(
-            ChannelOpen::default().into(),
-            Reply::Recovery,
-            &mut self.out,
-        );
-        self.channels[usize::from(id)] = Some(channel);
         outstanding += 1;
         tracing::info!(%address, attempts, "reconnected; restoring channels and topology");
         self.recovery = Some(Recovery {
@@ -451,29 +445,22 @@ impl ConnectionState {
             self.suspended.swap_remove(index);
             return;
         }
-        let Some(id) = self.ids.allocate() else {
+        let (queue, consumer) = (entry.queue.clone(), (entry.channel, entry.tag.clone()));
+        let Some(r) = self.open_own_channel() else {
             self.suspended[index].next_try = now + MAX_PROBE_DELAY;
             return;
         };
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let r = ChannelRef { id, generation };
-        let mut channel = ChannelState::new(r, self.max_body_size);
-        channel.call(
-            ChannelOpen::default().into(),
-            Reply::Recovery,
-            &mut self.out,
-        );
         let declare = amqp_wire::QueueDeclare {
-            queue: entry.queue.clone(),
+            queue,
             passive: true,
             ..Default::default()
         };
-        channel.call(declare.into(), Reply::Recovery, &mut self.out);
-        self.channels[usize::from(id)] = Some(channel);
+        if let Some(channel) = find(&mut self.channels, r) {
+            channel.call(declare.into(), Reply::Recovery, &mut self.out);
+        }
         self.probe = Some(Probe {
             channel: r,
-            consumer: (entry.channel, entry.tag.clone()),
+            consumer,
         });
     }
 

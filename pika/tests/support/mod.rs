@@ -24,3 +24,33 @@ pub async fn next<S: futures_util::Stream + Unpin>(stream: &mut S) -> Option<S::
         .await
         .expect("an item within 5 s")
 }
+
+/// Deletes a queue whatever it holds and whoever consumes it.
+pub async fn delete_queue(queue: &pika::Queue) {
+    queue
+        .delete()
+        .if_empty(false)
+        .if_unused(false)
+        .await
+        .expect("delete the queue");
+}
+
+/// Publishes `body` through `exchange` by `routing_key` and checks that
+/// the broker confirmed it.
+pub async fn publish_confirmed(exchange: &pika::Exchange, body: &str, routing_key: &str) {
+    let confirmation = exchange
+        .publish(pika::Message::new(body.to_string()), routing_key)
+        .await
+        .unwrap_or_else(|e| panic!("publish {body:?}: {e}"));
+    assert!(confirmation.is_ack(), "{body:?}: {confirmation:?}");
+}
+
+/// Receives the next message (within 5 s), checks its body and acks it.
+pub async fn receive(iterator: &mut pika::QueueIterator, body: &str) {
+    let message = next(iterator)
+        .await
+        .expect("the iterator goes on")
+        .unwrap_or_else(|e| panic!("waiting for {body:?}: {e}"));
+    assert_eq!(message.body().as_ref(), body.as_bytes());
+    message.ack(false).expect("ack");
+}
