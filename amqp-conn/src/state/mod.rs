@@ -309,7 +309,8 @@ impl ConnectionState {
                 let must_wait =
                     matches!(command, Command::Publish(_)) && !(can_publish && channel.is_open());
                 if channel.has_held() || must_wait {
-                    let _found = self.hold(r, command);
+                    // Found just above: nothing comes back.
+                    let _ = self.hold(r, command);
                     return;
                 }
             }
@@ -320,15 +321,16 @@ impl ConnectionState {
     /// Holds `command` behind what channel `r` holds, so that the order on
     /// the channel is the order of the calls; gives the command back when
     /// the channel is gone.
-    fn hold(&mut self, r: ChannelRef, command: Command) -> std::result::Result<(), Command> {
+    #[must_use = "a command given back must be failed"]
+    fn hold(&mut self, r: ChannelRef, command: Command) -> Option<Command> {
         let Some(channel) = find(&mut self.channels, r) else {
-            return Err(command);
+            return Some(command);
         };
         if !channel.has_held() && !self.holding.contains(&r) {
             self.holding.push_back(r);
         }
         channel.hold(command);
-        Ok(())
+        None
     }
 
     /// Lets held commands go, channel by channel in turns, while the

@@ -179,7 +179,7 @@ impl ConnectionState {
                 let r = command
                     .channel()
                     .expect("the other commands name a channel");
-                if let Err(command) = self.hold(r, command) {
+                if let Some(command) = self.hold(r, command) {
                     let error = self.channel_gone(r);
                     command.fail(error);
                 }
