@@ -40,6 +40,7 @@ impl ChannelInner {
         if let Some(error) = self.shared.closed.get() {
             return Err(error.clone());
         }
+        self.conn.check_up()?;
         self.conn.send(command)
     }
 
@@ -360,13 +361,19 @@ impl Channel {
         } else {
             (None, None)
         };
-        self.inner.send(Command::Publish(PublishCommand {
+        let sent = self.inner.send(Command::Publish(PublishCommand {
             channel: self.inner.r,
             publish,
             properties,
             body,
             confirm,
-        }))?;
+        }));
+        if let Err(error) = sent {
+            // Not queued (closed, or down with fail_fast): its place goes
+            // back.
+            permits.add_permits(1);
+            return Err(error);
+        }
         Ok(PublishConfirm { waiting })
     }
 

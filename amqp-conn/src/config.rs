@@ -405,6 +405,11 @@ pub struct ReconnectPolicy {
     /// Give up after this many failed attempts in a row (default `None`:
     /// never give up).
     pub max_attempts: Option<u32>,
+    /// While the connection is down, fail requests and publishes at once
+    /// with [`Error::Reconnecting`](crate::Error::Reconnecting), sending
+    /// nothing, instead of letting them wait for the reconnection (default
+    /// off: they wait, up to their own timeouts).
+    pub fail_fast: bool,
 }
 
 impl Default for ReconnectPolicy {
@@ -414,6 +419,7 @@ impl Default for ReconnectPolicy {
             max_delay: Duration::from_secs(5),
             jitter: 0.2,
             max_attempts: None,
+            fail_fast: false,
         }
     }
 }
@@ -440,6 +446,13 @@ impl ReconnectPolicy {
     /// Gives up after this many failed attempts in a row.
     pub fn with_max_attempts(mut self, attempts: Option<u32>) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+
+    /// While reconnecting, fail requests and publishes at once instead of
+    /// letting them wait (see `fail_fast`).
+    pub fn with_fail_fast(mut self, on: bool) -> Self {
+        self.fail_fast = on;
         self
     }
 

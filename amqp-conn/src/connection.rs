@@ -1,6 +1,7 @@
 //! The connection handle: cheap to clone, talks to the connection task by
 //! message.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use amqp_wire::{FieldTable, ShortString};
@@ -50,6 +51,10 @@ pub(crate) struct ConnectionInner {
     renames: crate::state::QueueRenames,
     /// The connection reconnects when lost.
     robust: bool,
+    /// Fail at once while reconnecting (`ReconnectPolicy::fail_fast`).
+    fail_fast: bool,
+    /// True while the socket is lost (set by the task).
+    down: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ConnectionInner {
@@ -176,6 +181,15 @@ impl ConnectionInner {
         Some(current.clone())
     }
 
+    /// `Err(Reconnecting)` while the connection is down and its policy
+    /// says to fail fast.
+    pub(crate) fn check_up(&self) -> Result<()> {
+        if self.fail_fast && self.down.load(Ordering::Acquire) {
+            return Err(Error::Reconnecting);
+        }
+        Ok(())
+    }
+
     /// The error to report when the task is gone.
     pub(crate) fn closed_error(&self) -> Error {
         self.closed
@@ -280,10 +294,12 @@ impl Connection {
         );
         state.set_robust(config.reconnect.is_some());
         let renames = state.renames();
+        let down = Arc::new(AtomicBool::new(false));
         let reconnect = config.reconnect.clone().map(|policy| driver::Reconnect {
             config: config.clone(),
             policy,
             address: current_address.clone(),
+            down: down.clone(),
         });
         driver::spawn(
             Driver::new(
@@ -311,6 +327,8 @@ impl Connection {
                 max_body_size: config.max_body_size,
                 renames,
                 robust: config.reconnect.is_some(),
+                fail_fast: config.reconnect.as_ref().is_some_and(|p| p.fail_fast),
+                down,
             }),
         })
     }
@@ -331,6 +349,7 @@ impl Connection {
     }
 
     async fn open_channel_inner(&self, id: Option<u16>) -> Result<Channel> {
+        self.inner.check_up()?;
         let (reply, rx) = oneshot::channel();
         self.inner.send(Command::OpenChannel { id, reply })?;
         let (r, shared) = rx.await.map_err(|_| self.inner.closed_error())??;

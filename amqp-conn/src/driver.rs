@@ -10,6 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -94,6 +95,9 @@ pub(crate) struct Reconnect {
     pub(crate) policy: ReconnectPolicy,
     /// The connection's current address, shown by the handles.
     pub(crate) address: Arc<Mutex<String>>,
+    /// True while the socket is lost (for `fail_fast`, read by the
+    /// handles).
+    pub(crate) down: Arc<AtomicBool>,
 }
 
 /// An attempt to open a new socket: the wait of the policy, then every
@@ -181,13 +185,21 @@ impl Driver {
                     // Restored: the next loss counts attempts afresh.
                     self.lost = None;
                 }
+                // A socket error changes the phase (closed, or reconnecting):
+                // that is progress, the loop goes on with the new phase.
                 match self.poll_read(cx, now) {
                     Ok(read) => progress |= read,
-                    Err(error) => self.state.shutdown(error, now),
+                    Err(error) => {
+                        self.state.shutdown(error, now);
+                        progress = true;
+                    }
                 }
                 match self.poll_write(cx, now) {
                     Ok(wrote) => progress |= wrote,
-                    Err(error) => self.state.shutdown(error, now),
+                    Err(error) => {
+                        self.state.shutdown(error, now);
+                        progress = true;
+                    }
                 }
             }
             // Room was made, or the broker unblocked: held publishes go.
@@ -217,6 +229,7 @@ impl Driver {
             return false;
         };
         if self.transport.take().is_some() {
+            reconnect.down.store(true, Ordering::Release);
             // The old socket goes; nothing read or to flush survives it.
             self.read.clear();
             self.needs_flush = false;
@@ -247,6 +260,7 @@ impl Driver {
             Ok(socket) => {
                 let address = socket.address.to_string();
                 *lock_address(&reconnect.address) = address.clone();
+                reconnect.down.store(false, Ordering::Release);
                 self.transport = Some(socket.transport);
                 self.read = socket.read;
                 self.state
@@ -259,7 +273,7 @@ impl Driver {
                     .is_some_and(|max| attempts >= max)
                     || !reconnectable(&error);
                 if last {
-                    self.state.give_up(error);
+                    self.state.give_up(attempts, error);
                 } else {
                     let retry_in = reconnect.policy.delay_before(attempts + 1);
                     tracing::warn!(%error, attempt = attempts, ?retry_in, "reconnecting failed");

@@ -148,6 +148,20 @@ pub enum Error {
         /// `(host:port, why)` for each address tried.
         attempts: Vec<(String, Error)>,
     },
+    /// A connection with a reconnect policy made its last allowed attempt
+    /// (`max_attempts`) and closed.
+    #[error("gave up reconnecting after {attempts} attempts; the last one failed: {last}")]
+    GaveUpReconnecting {
+        /// Attempts made since the connection was lost.
+        attempts: u32,
+        /// Why the last one failed.
+        last: Box<Error>,
+    },
+    /// The connection is lost and reconnecting, and its policy says to
+    /// fail at once meanwhile (`ReconnectPolicy::fail_fast`): nothing was
+    /// sent. Try again once it is back (`ConnectionEvent::Reconnected`).
+    #[error("the connection is lost and reconnecting (fail_fast is set): nothing was sent; try again once it is back")]
+    Reconnecting,
     /// The connection did not open within `connection_timeout`.
     #[error("connecting to {address} timed out after {after:?} ({stage}); check the address and the broker's load, or raise connection_timeout")]
     ConnectTimeout {
@@ -338,6 +352,8 @@ impl Error {
                 | Error::ConnectTimeout { .. }
                 | Error::Tls { .. }
                 | Error::NoBrokerReachable { .. }
+                | Error::GaveUpReconnecting { .. }
+                | Error::Reconnecting
         )
     }
 

@@ -76,6 +76,14 @@ pub enum ConnectionEvent {
         /// The wait before the next attempt.
         retry_in: Duration,
     },
+    /// The connection made its last allowed attempt and closes
+    /// (`ReconnectPolicy::max_attempts`); `Closed` follows.
+    GaveUp {
+        /// Attempts made since the connection was lost.
+        attempts: u32,
+        /// Why the last one failed.
+        error: Error,
+    },
     /// The connection is open again, with its channels, exchanges,
     /// queues, bindings and consumers restored.
     Reconnected {

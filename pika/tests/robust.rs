@@ -8,7 +8,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pika::{ConnectOptions, Connection, ConnectionEvent, Error, ExchangeType, Message};
+use pika::{
+    ConnectOptions, Connection, ConnectionEvent, Error, ExchangeType, Message, ReconnectPolicy,
+};
 use pika_test_support::{close_connection_named, FaultProxy};
 use support::{traffic, unique};
 
@@ -550,5 +552,125 @@ async fn what_is_marked_not_robust_is_not_restored() {
     .await
     .expect("the consumer ends");
     assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    connection.close().await.unwrap();
+}
+
+/// A consume callback goes on after a reconnection, as iterators do.
+#[tokio::test]
+async fn consume_callbacks_go_on_after_a_reconnection() {
+    let (proxy, connection, mut events, channel, queue) =
+        robust_with_queue("robust-callback-consumer").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    queue
+        .consume(move |message: pika::IncomingMessage| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(String::from_utf8(message.body().to_vec()).unwrap());
+                let _ = message.ack(false);
+            }
+        })
+        .await
+        .unwrap();
+    let exchange = channel.default_exchange();
+    support::publish_confirmed(&exchange, "before", queue.name()).await;
+    assert_eq!(rx.recv().await.unwrap(), "before");
+    proxy.reset().await;
+    reconnected(&mut events).await;
+    support::publish_confirmed(&exchange, "after", queue.name()).await;
+    // "before" may come again first: its ack may have been lost with the
+    // socket.
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the callback runs again")
+            .unwrap();
+        if got == "after" {
+            break;
+        }
+        assert_eq!(got, "before");
+    }
+    support::delete_queue(&queue).await;
+    connection.close().await.unwrap();
+}
+
+/// With `max_attempts`, a connection that cannot come back gives up:
+/// events say so, and what waited ends with a clear error.
+#[tokio::test]
+async fn after_its_last_attempt_the_connection_gives_up() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = pika::connect_robust_with(
+        ConnectOptions::from_url(&proxy.url()).unwrap().reconnect(
+            ReconnectPolicy::default()
+                .with_initial_delay(Duration::from_millis(50))
+                .with_max_attempts(Some(3)),
+        ),
+    )
+    .await
+    .unwrap();
+    let channel = connection.channel().await.unwrap();
+    let mut events = connection.events();
+    proxy.refuse(true).await.unwrap();
+    proxy.cut().await;
+    let mut failed = Vec::new();
+    let gave_up = traffic::wait_for(&mut events, Duration::from_secs(10), |event| match event {
+        ConnectionEvent::ReconnectFailed { attempt, .. } => {
+            failed.push(*attempt);
+            None
+        }
+        ConnectionEvent::GaveUp { attempts, .. } => Some(*attempts),
+        _ => None,
+    })
+    .await;
+    assert_eq!((failed, gave_up), (vec![1, 2], 3));
+    let error = channel
+        .declare_queue(&unique("never"))
+        .exclusive(true)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("gave up reconnecting after 3 attempts"),
+        "{error}"
+    );
+    assert!(connection.is_closed());
+}
+
+/// With `fail_fast`, operations made while the connection is down fail at
+/// once, sending nothing; once it is back they work again.
+#[tokio::test]
+async fn fail_fast_fails_at_once_while_down() {
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let connection = pika::connect_robust_with(
+        ConnectOptions::from_url(&proxy.url())
+            .unwrap()
+            .reconnect(ReconnectPolicy::default().with_fail_fast(true)),
+    )
+    .await
+    .unwrap();
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue(&unique("robust-fail-fast"))
+        .exclusive(true)
+        .await
+        .unwrap();
+    let mut events = connection.events();
+    proxy.refuse(true).await.unwrap();
+    proxy.cut().await;
+    traffic::wait_for(&mut events, Duration::from_secs(5), |event| {
+        matches!(event, ConnectionEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let error = channel
+        .default_exchange()
+        .publish(Message::new("while down"), queue.name())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("reconnecting"), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    proxy.refuse(false).await.unwrap();
+    reconnected(&mut events).await;
+    support::publish_confirmed(&channel.default_exchange(), "when back", queue.name()).await;
     connection.close().await.unwrap();
 }

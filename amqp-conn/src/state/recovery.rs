@@ -375,9 +375,16 @@ impl ConnectionState {
     }
 
     /// The connection could not be opened again: it is over.
-    pub(crate) fn give_up(&mut self, error: Error) {
-        tracing::error!(%error, "giving up reconnecting");
-        self.finish(error);
+    pub(crate) fn give_up(&mut self, attempts: u32, error: Error) {
+        tracing::error!(%error, attempts, "giving up reconnecting");
+        self.emit(ConnectionEvent::GaveUp {
+            attempts,
+            error: error.clone(),
+        });
+        self.finish(Error::GaveUpReconnecting {
+            attempts,
+            last: Box::new(error),
+        });
     }
 }
 
