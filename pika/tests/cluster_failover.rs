@@ -73,16 +73,15 @@ async fn cluster_failover_loses_no_confirmed_message_when_nodes_stop() {
         .unwrap();
     let queue = consumer_channel.get_queue(&queue_name).await.unwrap();
 
-    // PIKA_DEBUG_EVENTS=1: print every event of both connections.
-    if std::env::var("PIKA_DEBUG_EVENTS").is_ok() {
-        for (who, connection) in [("producer", &producer), ("consumer", &consumer)] {
-            let mut events = connection.events();
-            tokio::spawn(async move {
-                while let Ok(event) = events.recv().await {
-                    eprintln!("{who} event: {event:?}");
-                }
-            });
-        }
+    // Every event of both connections, on stderr (which nextest shows when
+    // the test fails).
+    for (who, connection) in [("producer", &producer), ("consumer", &consumer)] {
+        let mut events = connection.events();
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                eprintln!("{who} event: {event:?}");
+            }
+        });
     }
     let ledger = Ledger::new();
     let (consuming, consumed) = traffic::consume(&queue, ledger.clone()).await;
