@@ -122,7 +122,7 @@ async fn cluster_failover_loses_no_confirmed_message_when_nodes_stop() {
         // the consumer's deliveries arrive again (the queue's leader may
         // have been on the stopped node too).
         // Generous: beside a loaded CI the queue's new leader can take a
-        // while (one run waited over 60 s once, on a build since fixed).
+        // while (one CI run waited over 60 s once; the cause was not found).
         let resumed_at = tokio::time::timeout(Duration::from_secs(120), async {
             if who == "producer" {
                 progress.next_confirm_after(lost_at).await
