@@ -499,3 +499,41 @@ async fn two_concurrent_registrations_of_one_method_leave_one_handler() {
         .unwrap();
     connection.close().await.unwrap();
 }
+
+/// On a robust connection, Rpc works unchanged across a reconnection:
+/// the callee's queue and consumer and the caller's direct reply-to
+/// consumer come back without any code here.
+#[tokio::test]
+async fn calls_go_on_after_a_reconnection_of_a_robust_connection() {
+    let proxy = pika_test_support::FaultProxy::start("127.0.0.1:5672")
+        .await
+        .unwrap();
+    let connection = pika::connect_robust(&proxy.url()).await.unwrap();
+    let mut events = connection.events();
+    let method = unique("robust-multiply");
+    let _callee = callee(&connection, &method).await;
+    let caller = rpc(&connection).await;
+    let product: i64 = caller
+        .call(&method, &Multiply { x: 6, y: 7 })
+        .await
+        .unwrap();
+    assert_eq!(product, 42);
+
+    proxy.cut().await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(pika::ConnectionEvent::Reconnected { .. }) = events.recv().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("reconnected");
+    let product: i64 =
+        tokio::time::timeout(FIVE_SECONDS, caller.call(&method, &Multiply { x: 7, y: 8 }))
+            .await
+            .expect("the call is answered after the reconnection")
+            .unwrap();
+    assert_eq!(product, 56);
+    connection.close().await.unwrap();
+}
