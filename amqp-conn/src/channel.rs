@@ -184,6 +184,13 @@ impl Channel {
         self.inner.r.id
     }
 
+    /// The name a queue the broker named `name` has now, after a robust
+    /// connection declared it again (see
+    /// [`Connection::renamed_queue`](crate::Connection::renamed_queue)).
+    pub fn renamed_queue(&self, name: &str) -> Option<amqp_wire::ShortString> {
+        self.inner.conn.renamed_queue(name)
+    }
+
     /// The connection the channel is on.
     pub fn connection(&self) -> crate::Connection {
         crate::Connection {

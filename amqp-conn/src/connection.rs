@@ -164,16 +164,19 @@ impl ConnectionInner {
     }
 
     /// The name the server-named queue first declared as `name` has now.
+    /// Nothing to look at on a plain connection; no allocation either way.
     pub(crate) fn renamed_queue(&self, name: &str) -> Option<ShortString> {
+        if !self.robust {
+            return None;
+        }
         let renames = self
             .renames
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let name = ShortString::try_from(name).ok()?;
-        let mut current = renames.get(&name)?;
+        let mut current = renames.get(name)?;
         // Renamed at each reconnection: follow to the last name.
         for _ in 0..renames.len() {
-            match renames.get(current) {
+            match renames.get(current.as_str()) {
                 Some(next) => current = next,
                 None => break,
             }

@@ -135,6 +135,9 @@ pub(crate) struct Driver {
     /// When the connection was lost, until it is restored: attempts
     /// and the time to restore count from here.
     lost: Option<(Instant, u32)>,
+    /// The wait before the next attempt, as `ReconnectFailed` announced
+    /// it (the jitter is drawn once).
+    retry_in: Option<std::time::Duration>,
 }
 
 impl Driver {
@@ -162,6 +165,7 @@ impl Driver {
             reconnect,
             reconnecting: None,
             lost: None,
+            retry_in: None,
         }
     }
 
@@ -236,9 +240,12 @@ impl Driver {
             self.stall = None;
         }
         let (lost_at, attempts) = *self.lost.get_or_insert((now, 0));
+        let retry_in = &mut self.retry_in;
         let reconnecting = self.reconnecting.get_or_insert_with(|| {
             let attempts = attempts + 1;
-            let delay = reconnect.policy.delay_before(attempts);
+            let delay = retry_in
+                .take()
+                .unwrap_or_else(|| reconnect.policy.delay_before(attempts));
             let config = reconnect.config.clone();
             Reconnecting {
                 lost_at,
@@ -276,6 +283,7 @@ impl Driver {
                     self.state.give_up(attempts, error);
                 } else {
                     let retry_in = reconnect.policy.delay_before(attempts + 1);
+                    self.retry_in = Some(retry_in);
                     tracing::warn!(%error, attempt = attempts, ?retry_in, "reconnecting failed");
                     self.state.emit(ConnectionEvent::ReconnectFailed {
                         attempt: attempts,

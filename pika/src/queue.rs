@@ -56,9 +56,13 @@ pub struct Queue {
 
 impl Queue {
     pub(crate) fn new(channel: Channel, name: ShortString, messages: u32, consumers: u32) -> Self {
+        Self::with_name(channel, QueueName::new(name, false), messages, consumers)
+    }
+
+    fn with_name(channel: Channel, name: QueueName, messages: u32, consumers: u32) -> Self {
         Queue {
             channel,
-            name: Arc::new(QueueName::new(name, false)),
+            name: Arc::new(name),
             declared_messages: messages,
             declared_consumers: consumers,
         }
@@ -73,10 +77,7 @@ impl Queue {
         messages: u32,
         consumers: u32,
     ) -> Self {
-        Queue {
-            name: Arc::new(QueueName::new(name, true)),
-            ..Queue::new(channel, ShortString::default(), messages, consumers)
-        }
+        Self::with_name(channel, QueueName::new(name, true), messages, consumers)
     }
 
     /// The queue's name (chosen by the broker when declared with `""`).
@@ -100,7 +101,7 @@ impl Queue {
             if !cell.server_named {
                 return &cell.name;
             }
-            match self.channel.inner.connection().renamed_queue(&cell.name) {
+            match self.channel.inner.renamed_queue(&cell.name) {
                 Some(new) if new != cell.name => {
                     let _ = cell.renamed.set(Arc::new(QueueName::new(new, true)));
                 }

@@ -674,3 +674,37 @@ async fn fail_fast_fails_at_once_while_down() {
     support::publish_confirmed(&channel.default_exchange(), "when back", queue.name()).await;
     connection.close().await.unwrap();
 }
+
+/// Deliveries still buffered from the lost connection are skipped (they
+/// could no longer be acked); the broker's redeliveries come instead, and
+/// each can be acked.
+#[tokio::test]
+async fn deliveries_buffered_from_the_lost_connection_are_skipped() {
+    let (proxy, connection, mut events, channel, queue) =
+        robust_with_queue("robust-buffered").await;
+    let exchange = channel.default_exchange();
+    for body in ["1", "2", "3"] {
+        support::publish_confirmed(&exchange, body, queue.name()).await;
+    }
+    let mut iterator = queue.iterator().await.unwrap();
+    // The first is taken; the other two wait in the consumer's buffer.
+    let first = support::next(&mut iterator).await.unwrap().unwrap();
+    assert_eq!(first.body().as_ref(), b"1");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.cut().await;
+    reconnected(&mut events).await;
+    let mut again = Vec::new();
+    while again.len() < 3 {
+        let message = support::next(&mut iterator).await.unwrap().unwrap();
+        assert!(
+            message.redelivered(),
+            "a stale copy came through: {message:?}"
+        );
+        message.ack(false).expect("a redelivery can be acked");
+        again.push(String::from_utf8(message.body().to_vec()).unwrap());
+    }
+    again.sort();
+    assert_eq!(again, ["1", "2", "3"]);
+    support::delete_queue(&queue).await;
+    connection.close().await.unwrap();
+}

@@ -497,6 +497,8 @@ impl ChannelState {
             }
             return false;
         }
+        // The recovery's requests go with the socket (dropped below).
+        self.recovery_calls = 0;
         let mut calls = std::mem::take(&mut self.calls).into_iter();
         if self.in_flight {
             if let Some((_, reply)) = calls.next() {

@@ -131,7 +131,7 @@ pub(crate) struct ConnectionState {
 /// Names of server-named queues declared again on reconnection, old to
 /// new; written by the task (rarely), read by the handles.
 pub(crate) type QueueRenames =
-    Arc<std::sync::Mutex<std::collections::HashMap<ShortString, ShortString>>>;
+    Arc<std::sync::Mutex<std::collections::HashMap<String, ShortString>>>;
 
 /// Takes what `channel` has to tell the connection. Deliveries and acks
 /// tell nothing: for them this is one inlined test of an empty list on

@@ -269,7 +269,7 @@ impl ConnectionState {
                             self.renames
                                 .lock()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .insert(old.clone(), new.clone());
+                                .insert(old.to_string(), new.clone());
                             tracing::info!(%old, %new, "a server-named queue was declared again");
                             self.emit(ConnectionEvent::QueueRenamed { old, new });
                         }

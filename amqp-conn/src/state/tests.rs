@@ -1691,3 +1691,48 @@ async fn a_consumer_cancelled_by_the_broker_waits_for_its_queue_and_consumes_aga
     assert_eq!(deliveries.try_recv().unwrap().body.as_ref(), b"again");
     assert!(matches!(h.state.phase, ConnectionPhase::Open));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_channel_reopens_after_a_soft_error_even_when_an_earlier_recovery_was_cut_short() {
+    let mut h = Harness::new(10, 0);
+    h.state.set_robust(true);
+    let a = h.open_channel();
+    h.confirm_mode(a);
+    // Lost and reconnected (the reopening sent, not answered), twice.
+    let lose_and_reconnect = |h: &mut Harness, attempts: u32| {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        h.state.shutdown(Error::io(reset), Instant::now());
+        let now = Instant::now();
+        h.state
+            .reconnected(tuning(10, 0), "b:5672".into(), attempts, now, now);
+    };
+    lose_and_reconnect(&mut h, 1);
+    h.sent();
+    // The next socket restores everything.
+    lose_and_reconnect(&mut h, 2);
+    let sent = h.sent_methods();
+    let Some(&(replay, _)) = sent.iter().find(|(c, _)| *c != a.id) else {
+        panic!("expected the replay channel's open, got {sent:?}");
+    };
+    h.feed(a.id, ChannelOpenOk::default());
+    h.feed(replay, ChannelOpenOk::default());
+    h.feed(a.id, ConfirmSelectOk::default());
+    h.feed(replay, ChannelCloseOk::default());
+    assert!(!h.state.is_recovering());
+    h.sent();
+    // A soft error now reopens the channel: nothing of the cut recovery
+    // is still counted as waiting.
+    h.feed(
+        a.id,
+        ChannelClose {
+            reply_code: 404,
+            reply_text: s("NOT_FOUND - no exchange 'x'"),
+            class_id: 60,
+            method_id: 40,
+        },
+    );
+    assert_eq!(
+        h.sent_methods(),
+        [(a.id, "channel.close-ok"), (a.id, "channel.open")]
+    );
+}
