@@ -36,13 +36,18 @@ async fn a_publish_to_a_missing_exchange_is_refused_and_a_channel_error() {
 
 #[tokio::test]
 async fn predicates_say_what_kind_of_error_it_is() {
-    let connection = connect().await;
-    let channel = connection
-        .channel()
-        .operation_timeout(Duration::from_millis(1))
+    // A declare that cannot be answered: the proxy forwards nothing (a 1
+    // ms timeout against the real broker raced a fast declare and lost).
+    let proxy = pika_test_support::FaultProxy::start("127.0.0.1:5672")
         .await
         .unwrap();
-    // Far too short a timeout for a declare.
+    let connection = pika::connect(&proxy.url()).await.unwrap();
+    let channel = connection
+        .channel()
+        .operation_timeout(Duration::from_millis(50))
+        .await
+        .unwrap();
+    proxy.black_hole(true);
     let err = channel
         .declare_queue(&unique("slow"))
         .exclusive(true)
@@ -59,6 +64,7 @@ async fn predicates_say_what_kind_of_error_it_is() {
         !err.to_string().contains("os error"),
         "Display and source() must not both carry the cause: {err}"
     );
+    proxy.black_hole(false);
     connection.close().await.unwrap();
 }
 
