@@ -198,6 +198,16 @@ pub struct Args {
     #[arg(long, help_heading = "Fixed scenarios")]
     pub direct_reply_to: bool,
 
+    /// Scenarios of scale: the number of channels, queues, connections or
+    /// producers (0: the scenario's default).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "W",
+        help_heading = "Fixed scenarios"
+    )]
+    pub width: u32,
+
     /// Print one JSON line per run on stdout (the interval lines go to stderr).
     #[arg(long)]
     pub json: bool,
@@ -411,6 +421,7 @@ impl Args {
             rt: self.rt,
             url: self.uri.clone(),
             direct_reply_to: self.direct_reply_to,
+            width: self.width,
         })
     }
 

@@ -82,3 +82,36 @@ impl Timer {
         }
     }
 }
+
+/// The process's resident set size now, in KiB (`VmRSS` of
+/// `/proc/self/status`; 0 where there is no such file).
+pub fn rss_kib() -> u64 {
+    proc_status_kib("VmRSS:")
+}
+
+/// The process's peak resident set size so far, in KiB (`VmHWM`).
+pub fn peak_rss_kib() -> u64 {
+    proc_status_kib("VmHWM:")
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rss_is_read_and_the_peak_is_at_least_the_current() {
+        let (now, peak) = (super::rss_kib(), super::peak_rss_kib());
+        assert!(now > 0, "VmRSS read from /proc/self/status");
+        assert!(peak >= now);
+    }
+}

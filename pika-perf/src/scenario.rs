@@ -14,6 +14,41 @@
 //! - `rpc`: one request at a time over a callback queue (or direct
 //!   reply-to), client and server in this process on their own
 //!   connections; p50/p99 are of the round trips.
+//!
+//! The scenarios of scale take a width W ([`ScenarioConfig::width`]).
+//! Message `seq` of `0..n` goes to queue `seq % W` (see [`share`]); every
+//! consumer acks each delivery (`multiple=false`) with prefetch
+//! [`PREFETCH`] unless said otherwise. Setup (opening what W counts,
+//! declaring, consuming) is outside the timed region; its wall time and
+//! the growth of the process's RSS over it are the `open_s` and
+//! `rss_per_unit_kib` (growth / W) of the report.
+//! - `channels`: one connection. Setup: open W channels one after
+//!   another (no confirms). Timed: publish N messages to one queue,
+//!   channel `seq % W` carrying message `seq`, until a passive declare
+//!   counts N.
+//! - `consumers`: one connection; W queues declared (untimed, before
+//!   setup). Setup: one channel (prefetch [`PREFETCH`] per consumer) with
+//!   W consumers, one per queue. Timed: a second channel publishes the N
+//!   messages (no confirms), queue `seq % W`, until every delivery
+//!   arrived.
+//! - `connections`: setup: W connections, each with one channel, one
+//!   queue and one consumer on a second channel of its own. Timed: every
+//!   connection publishes its share (seq % W) to its queue and consumes
+//!   it, all at once, until every delivery arrived.
+//! - `fanout`: one connection; a fanout exchange bound to W queues
+//!   (default 10), one consumer each on one channel. Timed: N publishes
+//!   to the exchange (no confirms) until all W x N deliveries arrived;
+//!   rates and CPU are per delivery.
+//! - `large`: one connection, a publishing channel in confirm mode with
+//!   at most [`LARGE_WINDOW`] unconfirmed, and a consumer with prefetch
+//!   [`LARGE_PREFETCH`], both at once, until all N are confirmed and
+//!   consumed. `mb_per_s` is N x size / wall; `peak_rss_kib` (the
+//!   process's high-water mark) is set against `LARGE_PREFETCH x size`.
+//! - `parallel`: one connection; W producers (default 4), each on its
+//!   own channel and task, publish (no confirms) to W queues, and W
+//!   consumers, each on its own channel and task, consume them, all at
+//!   once, until every delivery arrived. Run with `--rt mt` to see the
+//!   client spread over threads.
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +66,12 @@ pub const CONFIRM_WINDOW: usize = 1000;
 
 /// The consumer's prefetch count in `consume`.
 pub const PREFETCH: u16 = 1000;
+
+/// Unconfirmed publishes at most in flight in `large`.
+pub const LARGE_WINDOW: usize = 4;
+
+/// The consumer's prefetch count in `large`.
+pub const LARGE_PREFETCH: u16 = 4;
 
 /// How long a run waits without progress (no message, no change in the
 /// queue's count, no reply) before it gives up and counts what is
@@ -52,6 +93,18 @@ pub enum Scenario {
     Consume,
     /// N request/reply round trips, one at a time.
     Rpc,
+    /// Open W channels on one connection, publish N round-robin over them.
+    Channels,
+    /// W queues with a consumer each on one connection, N messages spread.
+    Consumers,
+    /// W connections, each publishing and consuming its share of N.
+    Connections,
+    /// N publishes to a fanout exchange bound to W queues, each consumed.
+    Fanout,
+    /// N large messages (--size) published with confirms and consumed at once.
+    Large,
+    /// W producer and W consumer tasks, each on a channel of its own.
+    Parallel,
 }
 
 impl Scenario {
@@ -62,6 +115,31 @@ impl Scenario {
             Scenario::PublishConfirm => "publish_confirm",
             Scenario::Consume => "consume",
             Scenario::Rpc => "rpc",
+            Scenario::Channels => "channels",
+            Scenario::Consumers => "consumers",
+            Scenario::Connections => "connections",
+            Scenario::Fanout => "fanout",
+            Scenario::Large => "large",
+            Scenario::Parallel => "parallel",
+        }
+    }
+
+    /// The width W when none is given: 1 for the scenarios without one.
+    pub fn default_width(self) -> u32 {
+        match self {
+            Scenario::Channels | Scenario::Consumers => 100,
+            Scenario::Connections | Scenario::Fanout => 10,
+            Scenario::Parallel => 4,
+            _ => 1,
+        }
+    }
+
+    /// True for the scenarios where each message is delivered W times
+    /// (`fanout`): their rates count deliveries.
+    pub fn deliveries_per_message(self, width: u32) -> u64 {
+        match self {
+            Scenario::Fanout => u64::from(width),
+            _ => 1,
         }
     }
 }
@@ -164,6 +242,40 @@ pub struct ScenarioConfig {
     /// `rpc` only: replies over `amq.rabbitmq.reply-to` instead of a
     /// callback queue.
     pub direct_reply_to: bool,
+    /// The scenarios of scale: channels, queues, connections or
+    /// producers; 0 takes [`Scenario::default_width`].
+    pub width: u32,
+}
+
+impl ScenarioConfig {
+    /// The width W this run uses (at least 1).
+    pub fn width(&self) -> u32 {
+        match self.width {
+            0 => self.scenario.default_width(),
+            w => w,
+        }
+    }
+
+    /// The messages the rates and CPU are per: N, or W x N for `fanout`.
+    pub fn deliveries(&self) -> u64 {
+        self.n * self.scenario.deliveries_per_message(self.width())
+    }
+}
+
+/// How many of the messages `0..n` go to queue `i` of `w` (the ones with
+/// `seq % w == i`).
+///
+/// ```
+/// assert_eq!(pika_perf::scenario::share(10, 4, 1), 3); // 1, 5, 9
+/// assert_eq!(pika_perf::scenario::share(10, 4, 3), 2); // 3, 7
+/// ```
+pub fn share(n: u64, w: u32, i: u32) -> u64 {
+    let (w, i) = (u64::from(w.max(1)), u64::from(i));
+    if i >= n {
+        0
+    } else {
+        (n - i).div_ceil(w)
+    }
 }
 
 impl Default for ScenarioConfig {
@@ -176,12 +288,13 @@ impl Default for ScenarioConfig {
             rt: Rt::Ct,
             url: DEFAULT_URL.to_string(),
             direct_reply_to: false,
+            width: 0,
         }
     }
 }
 
 /// What a client measured in one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Measured {
     /// Wall clock and CPU time of the timed region.
     pub elapsed: Elapsed,
@@ -191,6 +304,46 @@ pub struct Measured {
     pub lost: u64,
     /// Messages that arrived twice, or replies nobody waited for.
     pub dup: u64,
+    /// The scenarios of scale: the untimed setup (opening the W
+    /// channels, consumers or connections).
+    pub setup: Option<Setup>,
+}
+
+/// The setup of a scenario of scale: how long it took and how much the
+/// process's resident memory grew over it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Setup {
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// RSS after minus RSS before, in KiB (negative if memory was freed).
+    pub rss_growth_kib: i64,
+}
+
+/// Measures a [`Setup`]: [`start`](Self::start) before opening the W
+/// things, [`stop`](Self::stop) once they are all open.
+#[derive(Debug, Clone, Copy)]
+pub struct SetupTimer {
+    started: std::time::Instant,
+    rss_kib: u64,
+}
+
+impl SetupTimer {
+    /// Starts measuring.
+    pub fn start() -> SetupTimer {
+        SetupTimer {
+            rss_kib: crate::rusage::rss_kib(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Stops measuring.
+    pub fn stop(self) -> Setup {
+        let wall = self.started.elapsed();
+        Setup {
+            wall,
+            rss_growth_kib: crate::rusage::rss_kib() as i64 - self.rss_kib as i64,
+        }
+    }
 }
 
 /// Runs one scenario on the current tokio runtime.

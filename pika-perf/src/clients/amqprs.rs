@@ -38,6 +38,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
+        other => Err(format!("the {other} scenario is not written for this client yet").into()),
     }
 }
 
@@ -115,6 +116,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -217,6 +219,7 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count.min(confirms.acked())),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -263,6 +266,7 @@ async fn consume(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: seen.lost(),
         dup: seen.dup(),
+        setup: None,
     })
 }
 
@@ -379,6 +383,7 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: Some(latency),
         lost,
         dup,
+        setup: None,
     })
 }
 

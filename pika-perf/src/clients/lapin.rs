@@ -31,6 +31,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
+        other => Err(format!("the {other} scenario is not written for this client yet").into()),
     }
 }
 
@@ -109,6 +110,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -145,6 +147,7 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count.min(acked)),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -189,6 +192,7 @@ async fn consume(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: seen.lost(),
         dup: seen.dup(),
+        setup: None,
     })
 }
 
@@ -318,6 +322,7 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: Some(latency),
         lost,
         dup,
+        setup: None,
     })
 }
 

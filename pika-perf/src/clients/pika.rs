@@ -26,6 +26,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
+        other => Err(format!("the {other} scenario is not written for this client yet").into()),
     }
 }
 
@@ -81,6 +82,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -122,6 +124,7 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count.min(acked)),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -164,6 +167,7 @@ async fn consume(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: seen.lost(),
         dup: seen.dup(),
+        setup: None,
     })
 }
 
@@ -262,6 +266,7 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: Some(latency),
         lost,
         dup,
+        setup: None,
     })
 }
 

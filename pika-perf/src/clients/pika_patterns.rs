@@ -102,5 +102,6 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: Some(latency),
         lost,
         dup,
+        setup: None,
     })
 }

@@ -40,6 +40,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
+        other => Err(format!("the {other} scenario is not written for this client yet").into()),
     }
 }
 
@@ -151,6 +152,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -199,6 +201,7 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: config.n.saturating_sub(count.min(confirms.acked())),
         dup: count.saturating_sub(config.n),
+        setup: None,
     })
 }
 
@@ -262,6 +265,7 @@ async fn consume(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: None,
         lost: seen.lost(),
         dup: seen.dup(),
+        setup: None,
     })
 }
 
@@ -428,5 +432,6 @@ async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
         latency_us: Some(latency),
         lost,
         dup,
+        setup: None,
     })
 }
