@@ -70,6 +70,64 @@ impl SeqTracker {
     }
 }
 
+/// The messages of one queue of W: the sequence numbers `seq` of `0..n`
+/// with `seq % w == i` (see [`share`](crate::scenario::share)), and their
+/// index `seq / w` in the queue's own [`SeqTracker`].
+///
+/// ```
+/// use pika_perf::tracking::Share;
+/// let share = Share::new(10, 4, 1);
+/// assert_eq!(share.seqs().collect::<Vec<_>>(), [1, 5, 9]);
+/// let mut seen = share.tracker();
+/// seen.record(share.local(Some(5)));
+/// seen.record(share.local(Some(6))); // another queue's: a duplicate
+/// assert_eq!((seen.lost(), seen.dup()), (2, 1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    n: u64,
+    w: u64,
+    i: u64,
+}
+
+impl Share {
+    /// Queue `i` of `w`, out of the messages `0..n`.
+    pub fn new(n: u64, w: u32, i: u32) -> Share {
+        Share {
+            n,
+            w: u64::from(w.max(1)),
+            i: u64::from(i),
+        }
+    }
+
+    /// Its sequence numbers, in order.
+    pub fn seqs(&self) -> impl Iterator<Item = u64> {
+        (self.i..self.n).step_by(self.w as usize)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> u64 {
+        crate::scenario::share(self.n, self.w as u32, self.i as u32)
+    }
+
+    /// True when the share holds no message (more queues than messages).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A tracker of this share's messages.
+    pub fn tracker(&self) -> SeqTracker {
+        SeqTracker::new(self.len())
+    }
+
+    /// The index of `seq` in [`tracker`](Self::tracker), or `None` (which
+    /// the tracker counts as a duplicate) when it is not of this share.
+    pub fn local(&self, seq: Option<u64>) -> Option<u64> {
+        seq.filter(|&s| s < self.n && s % self.w == self.i)
+            .map(|s| s / self.w)
+    }
+}
+
 /// Publisher confirms of one channel: delivery tags 1, 2, ... in publish
 /// order, settled by `basic.ack`/`basic.nack` one at a time or with
 /// `multiple`.

@@ -156,7 +156,7 @@ impl ConnectionState {
             tuning,
             max_body_size,
             ids: ChannelIds::new(tuning.channel_max),
-            channels: (0..=tuning.channel_max).map(|_| None).collect(),
+            channels: Vec::new(),
             next_generation: 1,
             out: WriteQueue::new(),
             events,
@@ -496,7 +496,18 @@ impl ConnectionState {
             Reply::Open(reply),
             &mut self.out,
         );
-        self.channels[usize::from(id)] = Some(channel);
+        self.install(id, channel);
+    }
+
+    /// Puts `channel` in its slot. The slots grow with the highest channel
+    /// number in use, not to `channel_max` up front: a connection with one
+    /// channel costs one slot, not 2,048 (about 700 KiB).
+    fn install(&mut self, id: u16, channel: ChannelState) {
+        let index = usize::from(id);
+        if self.channels.len() <= index {
+            self.channels.resize_with(index + 1, || None);
+        }
+        self.channels[index] = Some(channel);
     }
 
     /// Encodes a publish, or ends it when its channel is gone.

@@ -201,7 +201,7 @@ impl ConnectionState {
             Reply::Recovery,
             &mut self.out,
         );
-        self.channels[usize::from(id)] = Some(channel);
+        self.install(id, channel);
         Some(r)
     }
 

@@ -7,16 +7,19 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use pika::{Channel, Connection, Exchange, Message, PendingConfirmation, Queue};
+use pika::{
+    Channel, Connection, Exchange, ExchangeType, Message, PendingConfirmation, Queue, QueueIterator,
+};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::body;
 use crate::rusage::Timer;
 use crate::scenario::{
-    latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig,
-    CONFIRM_WINDOW, IDLE_TIMEOUT, PREFETCH,
+    latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig, SetupTimer,
+    CONFIRM_WINDOW, IDLE_TIMEOUT, LARGE_PREFETCH, LARGE_WINDOW, PREFETCH,
 };
-use crate::tracking::SeqTracker;
+use crate::tracking::{SeqTracker, Share};
 use crate::Result;
 
 /// Runs `config.scenario` with pika.
@@ -26,7 +29,12 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
-        other => Err(format!("the {other} scenario is not written for this client yet").into()),
+        Scenario::Channels => channels(config).await,
+        Scenario::Consumers => consumers(config).await,
+        Scenario::Connections => connections(config).await,
+        Scenario::Fanout => fanout(config).await,
+        Scenario::Large => large(config).await,
+        Scenario::Parallel => parallel(config).await,
     }
 }
 
@@ -282,4 +290,367 @@ async fn wait_for_consumer(channel: &Channel, queue: &str) -> Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+}
+
+/// Opens a channel without confirms whose consumers get `prefetch`.
+async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<Channel> {
+    let channel = fast_channel(connection).await?;
+    channel.set_qos().prefetch_count(prefetch).await?;
+    Ok(channel)
+}
+
+/// Declares `w` queues named after `what` on `channel`.
+async fn declare_queues(channel: &Channel, what: &str, w: u32) -> Result<Vec<Queue>> {
+    let mut queues = Vec::with_capacity(w as usize);
+    for _ in 0..w {
+        queues.push(channel.declare_queue(&unique_name(what)).await?);
+    }
+    Ok(queues)
+}
+
+async fn delete_all(queues: &[Queue]) -> Result<()> {
+    for queue in queues {
+        delete(queue).await?;
+    }
+    Ok(())
+}
+
+/// Publishes the messages of `share` (`seq % w == i` of `0..n`) to
+/// `routing_key` through `exchange`, without confirms.
+async fn publish_share(
+    exchange: Exchange,
+    routing_key: String,
+    share: Share,
+    size: usize,
+) -> Result<()> {
+    for seq in share.seqs() {
+        let _ = exchange
+            .publish(Message::new(body::encode(seq, size)), &routing_key)
+            .mandatory(false)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A consumer's task: acks each delivery and records it, until its share
+/// arrived or nothing came for [`IDLE_TIMEOUT`]. Returns the iterator
+/// too, so that cancelling the consumer happens after the timed region.
+type ConsumerTask = JoinHandle<Result<(SeqTracker, QueueIterator)>>;
+
+fn spawn_consumer(mut messages: QueueIterator, share: Share) -> ConsumerTask {
+    tokio::spawn(async move {
+        let mut seen = share.tracker();
+        while !seen.is_complete() {
+            let Ok(Some(message)) = timeout(IDLE_TIMEOUT, messages.next()).await else {
+                break;
+            };
+            let message = message?;
+            seen.record(share.local(body::seq(message.body())));
+            message.ack(false)?;
+        }
+        Ok((seen, messages))
+    })
+}
+
+/// Waits for every consumer; returns lost and duplicated messages summed,
+/// and the iterators to drop after the timed region.
+async fn join_consumers(tasks: Vec<ConsumerTask>) -> Result<(u64, u64, Vec<QueueIterator>)> {
+    let (mut lost, mut dup) = (0, 0);
+    let mut iterators = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (seen, messages) = task.await??;
+        lost += seen.lost();
+        dup += seen.dup();
+        iterators.push(messages);
+    }
+    Ok((lost, dup, iterators))
+}
+
+async fn join_all(tasks: Vec<JoinHandle<Result<()>>>) -> Result<()> {
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+async fn channels(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+
+    let setup = SetupTimer::start();
+    let mut channels = Vec::with_capacity(w as usize);
+    for _ in 0..w {
+        channels.push(fast_channel(&connection).await?);
+    }
+    let setup = setup.stop();
+    let control = &channels[0];
+    let queue = control.declare_queue(&unique_name("channels")).await?;
+    let exchanges: Vec<Exchange> = channels.iter().map(Channel::default_exchange).collect();
+
+    let timer = Timer::start();
+    for seq in 0..config.n {
+        let _ = exchanges[(seq % u64::from(w)) as usize]
+            .publish(Message::new(body::encode(seq, config.size)), queue.name())
+            .mandatory(false)
+            .await?;
+    }
+    let count = wait_for_count(config.n, || message_count(control, queue.name())).await?;
+    let elapsed = timer.stop();
+
+    delete(&queue).await?;
+    connection.close().await?;
+    Ok(Measured {
+        elapsed,
+        lost: config.n.saturating_sub(count),
+        dup: count.saturating_sub(config.n),
+        setup: Some(setup),
+        ..Measured::default()
+    })
+}
+
+async fn consumers(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let publisher = fast_channel(&connection).await?;
+    let channel = consumer_channel(&connection, PREFETCH).await?;
+    let queues = declare_queues(&channel, "consumers", w).await?;
+
+    let setup = SetupTimer::start();
+    let mut iterators = Vec::with_capacity(queues.len());
+    for queue in &queues {
+        iterators.push(queue.iterator().await?);
+    }
+    let setup = setup.stop();
+
+    let exchange = publisher.default_exchange();
+    let timer = Timer::start();
+    let tasks: Vec<ConsumerTask> = iterators
+        .into_iter()
+        .zip(0..)
+        .map(|(messages, i)| spawn_consumer(messages, Share::new(config.n, w, i)))
+        .collect();
+    for seq in 0..config.n {
+        let queue = &queues[(seq % u64::from(w)) as usize];
+        let _ = exchange
+            .publish(Message::new(body::encode(seq, config.size)), queue.name())
+            .mandatory(false)
+            .await?;
+    }
+    let (lost, dup, iterators) = join_consumers(tasks).await?;
+    let elapsed = timer.stop();
+
+    drop(iterators);
+    delete_all(&queues).await?;
+    connection.close().await?;
+    Ok(Measured {
+        elapsed,
+        lost,
+        dup,
+        setup: Some(setup),
+        ..Measured::default()
+    })
+}
+
+/// One connection of `connections`: its publishing channel, its queue and
+/// its consumer.
+struct Peer {
+    connection: Connection,
+    exchange: Exchange,
+    queue: Queue,
+    messages: QueueIterator,
+}
+
+impl Peer {
+    async fn open(url: &str) -> Result<Peer> {
+        let connection = connect(url).await?;
+        let exchange = fast_channel(&connection).await?.default_exchange();
+        let channel = consumer_channel(&connection, PREFETCH).await?;
+        let queue = channel.declare_queue(&unique_name("connections")).await?;
+        let messages = queue.iterator().await?;
+        Ok(Peer {
+            connection,
+            exchange,
+            queue,
+            messages,
+        })
+    }
+}
+
+async fn connections(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let setup = SetupTimer::start();
+    let mut peers = Vec::with_capacity(w as usize);
+    for _ in 0..w {
+        peers.push(Peer::open(&config.url).await?);
+    }
+    let setup = setup.stop();
+
+    let mut closing = Vec::with_capacity(peers.len());
+    let mut publishers = Vec::with_capacity(peers.len());
+    let mut consumers = Vec::with_capacity(peers.len());
+    let timer = Timer::start();
+    for (peer, i) in peers.into_iter().zip(0..) {
+        let share = Share::new(config.n, w, i);
+        let routing_key = peer.queue.name().to_string();
+        publishers.push(tokio::spawn(publish_share(
+            peer.exchange,
+            routing_key,
+            share,
+            config.size,
+        )));
+        consumers.push(spawn_consumer(peer.messages, share));
+        closing.push((peer.connection, peer.queue));
+    }
+    join_all(publishers).await?;
+    let (lost, dup, iterators) = join_consumers(consumers).await?;
+    let elapsed = timer.stop();
+
+    drop(iterators);
+    for (connection, queue) in closing {
+        delete(&queue).await?;
+        connection.close().await?;
+    }
+    Ok(Measured {
+        elapsed,
+        lost,
+        dup,
+        setup: Some(setup),
+        ..Measured::default()
+    })
+}
+
+async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let publisher = fast_channel(&connection).await?;
+    let exchange = publisher
+        .declare_exchange(&unique_name("fanout"))
+        .kind(ExchangeType::Fanout)
+        .await?;
+    let channel = consumer_channel(&connection, PREFETCH).await?;
+    let queues = declare_queues(&channel, "fanout", w).await?;
+    for queue in &queues {
+        queue.bind(&exchange, "").await?;
+    }
+
+    let setup = SetupTimer::start();
+    let mut iterators = Vec::with_capacity(queues.len());
+    for queue in &queues {
+        iterators.push(queue.iterator().await?);
+    }
+    let setup = setup.stop();
+
+    let timer = Timer::start();
+    let every = Share::new(config.n, 1, 0);
+    let tasks: Vec<ConsumerTask> = iterators
+        .into_iter()
+        .map(|messages| spawn_consumer(messages, every))
+        .collect();
+    for seq in 0..config.n {
+        let _ = exchange
+            .publish(Message::new(body::encode(seq, config.size)), "")
+            .mandatory(false)
+            .await?;
+    }
+    let (lost, dup, iterators) = join_consumers(tasks).await?;
+    let elapsed = timer.stop();
+
+    drop(iterators);
+    delete_all(&queues).await?;
+    exchange.delete().await?;
+    connection.close().await?;
+    Ok(Measured {
+        elapsed,
+        lost,
+        dup,
+        setup: Some(setup),
+        ..Measured::default()
+    })
+}
+
+async fn large(config: &ScenarioConfig) -> Result<Measured> {
+    let connection = connect(&config.url).await?;
+    let publisher = connection.channel().await?;
+    let channel = consumer_channel(&connection, LARGE_PREFETCH).await?;
+    let queue = channel.declare_queue(&unique_name("large")).await?;
+    let messages = queue.iterator().await?;
+    let exchange = publisher.default_exchange();
+
+    let timer = Timer::start();
+    let consumer = spawn_consumer(messages, Share::new(config.n, 1, 0));
+    let mut window: VecDeque<PendingConfirmation> = VecDeque::with_capacity(LARGE_WINDOW);
+    let mut acked = 0u64;
+    for seq in 0..config.n {
+        if window.len() == LARGE_WINDOW {
+            let oldest = window.pop_front().expect("the window is full");
+            acked += u64::from(oldest.await?.is_ack());
+        }
+        let message = Message::new(body::encode(seq, config.size));
+        window.push_back(
+            exchange
+                .publish(message, queue.name())
+                .mandatory(false)
+                .send()
+                .await?,
+        );
+    }
+    for pending in window {
+        acked += u64::from(pending.await?.is_ack());
+    }
+    let (seen, messages) = consumer.await??;
+    let elapsed = timer.stop();
+
+    drop(messages);
+    delete(&queue).await?;
+    connection.close().await?;
+    Ok(Measured {
+        elapsed,
+        lost: config.n - seen.distinct().min(acked),
+        dup: seen.dup(),
+        ..Measured::default()
+    })
+}
+
+async fn parallel(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let mut exchanges = Vec::with_capacity(w as usize);
+    let mut queues = Vec::with_capacity(w as usize);
+    let mut iterators = Vec::with_capacity(w as usize);
+    for _ in 0..w {
+        exchanges.push(fast_channel(&connection).await?.default_exchange());
+        let channel = consumer_channel(&connection, PREFETCH).await?;
+        let queue = channel.declare_queue(&unique_name("parallel")).await?;
+        iterators.push(queue.iterator().await?);
+        queues.push(queue);
+    }
+
+    let timer = Timer::start();
+    let mut consumers = Vec::with_capacity(queues.len());
+    let mut publishers = Vec::with_capacity(queues.len());
+    for (((exchange, queue), messages), i) in
+        exchanges.into_iter().zip(&queues).zip(iterators).zip(0..)
+    {
+        let share = Share::new(config.n, w, i);
+        consumers.push(spawn_consumer(messages, share));
+        publishers.push(tokio::spawn(publish_share(
+            exchange,
+            queue.name().to_string(),
+            share,
+            config.size,
+        )));
+    }
+    join_all(publishers).await?;
+    let (lost, dup, iterators) = join_consumers(consumers).await?;
+    let elapsed = timer.stop();
+
+    drop(iterators);
+    delete_all(&queues).await?;
+    connection.close().await?;
+    Ok(Measured {
+        elapsed,
+        lost,
+        dup,
+        ..Measured::default()
+    })
 }
