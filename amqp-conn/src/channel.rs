@@ -423,7 +423,7 @@ impl Channel {
                 method: "basic.consume",
             });
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
+        let (tx, rx) = crate::delivery_queue::delivery_queue(buffer);
         let end = Arc::new(OnceLock::new());
         let no_ack = consume.no_ack;
         let sink = ConsumerSink {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use amqp_wire::{BasicPublish, Method, ShortString};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::message::{Confirmation, Delivery, PublishProperties};
@@ -53,7 +53,7 @@ pub enum ConsumerEnd {
 /// Where a consumer's deliveries go, and where its end is recorded.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerSink {
-    pub(crate) deliveries: mpsc::Sender<Delivery>,
+    pub(crate) deliveries: crate::delivery_queue::DeliverySender,
     /// Set before `deliveries` is dropped, so the receiver knows why the
     /// stream ended.
     pub(crate) end: Arc<OnceLock<ConsumerEnd>>,

@@ -4,10 +4,10 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use amqp_wire::{BasicCancel, ShortString};
-use tokio::sync::mpsc;
 
 use crate::channel::Channel;
 use crate::command::ConsumerEnd;
+use crate::delivery_queue::DeliveryReceiver;
 use crate::error::Result;
 use crate::message::Delivery;
 
@@ -22,7 +22,7 @@ use crate::message::Delivery;
 #[derive(Debug)]
 pub struct Consumer {
     tag: ShortString,
-    rx: mpsc::Receiver<Delivery>,
+    rx: DeliveryReceiver,
     end: Arc<OnceLock<ConsumerEnd>>,
     no_ack: bool,
     channel: Channel,
@@ -31,7 +31,7 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn new(
         tag: ShortString,
-        rx: mpsc::Receiver<Delivery>,
+        rx: DeliveryReceiver,
         end: Arc<OnceLock<ConsumerEnd>>,
         no_ack: bool,
         channel: Channel,
@@ -127,7 +127,7 @@ impl Drop for Consumer {
             });
         }
         if !self.no_ack {
-            while let Ok(delivery) = self.rx.try_recv() {
+            while let Some(delivery) = self.rx.try_recv() {
                 let _ = self.channel.reject(delivery.delivery_tag, true);
             }
         }

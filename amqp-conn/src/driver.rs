@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::delivery_queue::{DeliverySender, TrySendError};
 use amqp_wire::Frame;
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::PollSender;
 use tracing::Instrument;
 
 use crate::command::{ChannelRef, Command};
@@ -127,7 +127,7 @@ pub(crate) struct Driver {
     /// Publishes whose places were given back to `publish_permits`.
     publishes_released: u64,
     timer: Pin<Box<Sleep>>,
-    stall: Option<(ChannelRef, PollSender<Delivery>, Delivery)>,
+    stall: Option<(ChannelRef, DeliverySender, Delivery)>,
     needs_flush: bool,
     handles_gone: bool,
     reconnect: Option<Reconnect>,
@@ -305,29 +305,22 @@ impl Driver {
                 delivery,
             }) = self.state.stall.take()
             {
-                self.stall = Some((channel, PollSender::new(sender), delivery));
+                self.stall = Some((channel, sender, delivery));
             }
         }
         let Some((_, sender, _)) = &mut self.stall else {
             return false;
         };
-        match sender.poll_reserve(cx) {
-            Poll::Pending => false,
-            Poll::Ready(result) => {
-                let (channel, mut sender, delivery) = self.stall.take().expect("stall present");
-                match result {
-                    Ok(()) => {
-                        if let Err(e) = sender.send_item(delivery) {
-                            if let Some(delivery) = e.into_inner() {
-                                self.state.consumer_gone(channel, delivery);
-                            }
-                        }
-                    }
-                    Err(_) => self.state.consumer_gone(channel, delivery),
-                }
-                true
-            }
+        if sender.poll_ready(cx).is_pending() {
+            return false;
         }
+        let (channel, sender, delivery) = self.stall.take().expect("stall present");
+        match sender.try_send(delivery) {
+            Ok(()) => {}
+            Err(TrySendError::Full(delivery)) => self.stall = Some((channel, sender, delivery)),
+            Err(TrySendError::Closed(delivery)) => self.state.consumer_gone(channel, delivery),
+        }
+        true
     }
 
     /// Gives the places of publishes out of the task's hands back to

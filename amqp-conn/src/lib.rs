@@ -73,6 +73,7 @@ mod command;
 mod config;
 mod connection;
 mod consumer;
+mod delivery_queue;
 mod driver;
 mod error;
 mod events;

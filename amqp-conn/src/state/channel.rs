@@ -12,7 +12,9 @@ use amqp_wire::{
     ConfirmSelect, ContentHeader, Frame, Method, ReplyCode, ShortString,
 };
 use bytes::Bytes;
-use tokio::sync::{mpsc::error::TrySendError, oneshot};
+use tokio::sync::oneshot;
+
+use crate::delivery_queue::TrySendError;
 
 use super::{frame_name, truncate, ConfirmTracker, Stall, WriteQueue};
 use crate::command::{

@@ -19,7 +19,7 @@ use std::time::Duration;
 use amqp_wire::{
     ChannelOpen, ConnectionClose, ConnectionCloseOk, Frame, Method, ReplyCode, ShortString,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
 use crate::command::{ChannelRef, ChannelShared, Command, PublishCommand, Reply};
@@ -60,7 +60,7 @@ const HELD_TURN: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Stall {
     pub(crate) channel: ChannelRef,
-    pub(crate) sender: mpsc::Sender<Delivery>,
+    pub(crate) sender: crate::delivery_queue::DeliverySender,
     pub(crate) delivery: Delivery,
 }
 

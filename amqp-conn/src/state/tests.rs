@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use amqp_wire::*;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
 use super::*;
 use crate::command::{ConsumerEnd, ConsumerSink};
+use crate::delivery_queue::{delivery_queue, DeliveryReceiver};
 use crate::message::{Confirmation, PublishProperties};
 
 fn tuning(channel_max: u16, heartbeat: u16) -> Tuning {
@@ -224,7 +225,7 @@ impl Harness {
         channel: ChannelRef,
         tag: &'static str,
         buffer: usize,
-    ) -> (mpsc::Receiver<Delivery>, Arc<OnceLock<ConsumerEnd>>) {
+    ) -> (DeliveryReceiver, Arc<OnceLock<ConsumerEnd>>) {
         self.consume_from(channel, "", tag, buffer)
     }
 
@@ -234,8 +235,8 @@ impl Harness {
         queue: &'static str,
         tag: &'static str,
         buffer: usize,
-    ) -> (mpsc::Receiver<Delivery>, Arc<OnceLock<ConsumerEnd>>) {
-        let (tx, rx) = mpsc::channel(buffer);
+    ) -> (DeliveryReceiver, Arc<OnceLock<ConsumerEnd>>) {
+        let (tx, rx) = delivery_queue(buffer);
         let end = Arc::new(OnceLock::new());
         let (reply, mut tag_rx) = oneshot::channel();
         self.command(Command::Call {
@@ -562,7 +563,7 @@ async fn broker_cancel_ends_the_consumer_explicitly() {
         },
     );
     assert_eq!(h.sent_methods(), [(ch.id, "basic.cancel-ok")]);
-    assert!(rx.try_recv().is_err());
+    assert!(rx.try_recv().is_none());
     assert!(matches!(end.get(), Some(ConsumerEnd::CancelledByBroker)));
 }
 
@@ -676,7 +677,7 @@ async fn every_pending_waiter_resolves_when_the_broker_closes_the_connection() {
     assert!(forced(&queued.try_recv().unwrap().unwrap_err()));
     assert!(matches!(confirm.try_recv().unwrap(), Confirmation::Indeterminate(e) if forced(&e)));
     assert!(matches!(end.get(), Some(ConsumerEnd::Closed(e)) if forced(e)));
-    assert!(deliveries.try_recv().is_err());
+    assert!(deliveries.try_recv().is_none());
     assert!(forced(&get.try_recv().unwrap().unwrap_err()));
     assert!(forced(&opening.try_recv().unwrap().unwrap_err()));
     assert!(matches!(h.state.phase, ConnectionPhase::Closed { .. }));
