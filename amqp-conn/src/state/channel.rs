@@ -2,7 +2,7 @@
 //! waits behind a held publish, its consumers, publisher confirms and the
 //! message being assembled.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
@@ -58,6 +58,77 @@ enum IncomingKind {
     Return(BasicReturn),
 }
 
+/// Below this many consumers a channel finds a delivery's consumer by
+/// scanning; from it on, by a map from tag to place.
+const CONSUMERS_SCANNED: usize = 8;
+
+/// The consumers of a channel, in the order they started, and found by
+/// tag in constant time when there are many (a delivery must not cost
+/// more on a channel with a thousand consumers than on one with ten).
+///
+/// The map is built on the first lookup after a change and dropped by
+/// every change; consumers start and end rarely, deliveries are many.
+/// Entries may be changed in place, but never their tags.
+#[derive(Debug, Default)]
+struct ConsumerList {
+    entries: Vec<ConsumerEntry>,
+    by_tag: Option<HashMap<ShortString, usize>>,
+}
+
+impl ConsumerList {
+    /// The place of the consumer `tag`.
+    fn position(&mut self, tag: &ShortString) -> Option<usize> {
+        if self.entries.len() < CONSUMERS_SCANNED {
+            return self.entries.iter().position(|c| c.tag == *tag);
+        }
+        let entries = &self.entries;
+        self.by_tag
+            .get_or_insert_with(|| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.tag.clone(), i))
+                    .collect()
+            })
+            .get(tag)
+            .copied()
+    }
+
+    fn push(&mut self, entry: ConsumerEntry) {
+        self.by_tag = None;
+        self.entries.push(entry);
+    }
+
+    fn remove(&mut self, index: usize) -> ConsumerEntry {
+        self.by_tag = None;
+        self.entries.remove(index)
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&ConsumerEntry) -> bool) {
+        self.by_tag = None;
+        self.entries.retain(keep);
+    }
+
+    fn drain(&mut self) -> std::vec::Drain<'_, ConsumerEntry> {
+        self.by_tag = None;
+        self.entries.drain(..)
+    }
+}
+
+impl std::ops::Deref for ConsumerList {
+    type Target = [ConsumerEntry];
+
+    fn deref(&self) -> &[ConsumerEntry] {
+        &self.entries
+    }
+}
+
+impl std::ops::DerefMut for ConsumerList {
+    fn deref_mut(&mut self) -> &mut [ConsumerEntry] {
+        &mut self.entries
+    }
+}
+
 /// A consumer as the channel knows it.
 #[derive(Debug)]
 struct ConsumerEntry {
@@ -102,7 +173,7 @@ pub(crate) struct ChannelState {
     calls: VecDeque<(Method, Reply)>,
     in_flight: bool,
     confirms: Option<ConfirmTracker>,
-    consumers: Vec<ConsumerEntry>,
+    consumers: ConsumerList,
     incoming: Option<Incoming>,
     max_body_size: u64,
     /// Publishes and commands that wait behind a publish the connection
@@ -185,7 +256,7 @@ impl ChannelState {
             calls: VecDeque::new(),
             in_flight: false,
             confirms: None,
-            consumers: Vec::new(),
+            consumers: ConsumerList::default(),
             incoming: None,
             changes: Vec::new(),
             tag_base: 0,
@@ -660,7 +731,7 @@ impl ChannelState {
         if let Some(tracker) = &mut self.confirms {
             tracker.fail_all(&error);
         }
-        for consumer in self.consumers.drain(..) {
+        for consumer in self.consumers.drain() {
             consumer.sink.end(ConsumerEnd::Closed(error.clone()));
         }
         if let Some(Incoming {
@@ -824,11 +895,7 @@ impl ChannelState {
 
     fn on_broker_cancel(&mut self, cancel: &BasicCancel, out: &mut WriteQueue) {
         tracing::info!(channel = self.r.id, consumer_tag = %cancel.consumer_tag, "the broker cancelled a consumer");
-        if let Some(index) = self
-            .consumers
-            .iter()
-            .position(|c| c.tag == cancel.consumer_tag)
-        {
+        if let Some(index) = self.consumers.position(&cancel.consumer_tag) {
             if self.reopen_on_close {
                 // Robust: the consumer waits for its queue to come back.
                 let consumer = &mut self.consumers[index];
@@ -947,9 +1014,7 @@ impl ChannelState {
                         }
                     }
                     Method::BasicCancelOk(ok) => {
-                        if let Some(index) =
-                            self.consumers.iter().position(|c| c.tag == ok.consumer_tag)
-                        {
+                        if let Some(index) = self.consumers.position(&ok.consumer_tag) {
                             self.consumers
                                 .remove(index)
                                 .sink
@@ -1098,7 +1163,7 @@ impl ChannelState {
             .consumer_tag
             .as_ref()
             .expect("deliveries have a consumer tag");
-        let Some(index) = self.consumers.iter().position(|c| c.tag == *tag) else {
+        let Some(index) = self.consumers.position(tag) else {
             // Never settled: acks on this channel stop merging past it.
             self.settlements().delivered(delivery.delivery_tag, false);
             tracing::warn!(channel = self.r.id, consumer_tag = %tag, "delivery for an unknown consumer dropped");

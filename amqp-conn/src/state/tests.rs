@@ -1737,3 +1737,40 @@ async fn a_channel_reopens_after_a_soft_error_even_when_an_earlier_recovery_was_
         [(a.id, "channel.close-ok"), (a.id, "channel.open")]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_find_their_consumer_among_many_after_one_ends() {
+    const TAGS: [&str; 12] = [
+        "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10", "c11",
+    ];
+    let mut h = Harness::new(10, 0);
+    let ch = h.open_channel();
+    let mut consumers: Vec<_> = TAGS.iter().map(|tag| h.consume(ch, tag, 4)).collect();
+    for (i, tag) in TAGS.iter().enumerate() {
+        h.deliver(ch.id, tag, i as u64 + 1, tag.as_bytes());
+    }
+    for ((rx, _), tag) in consumers.iter_mut().zip(TAGS) {
+        assert_eq!(&rx.try_recv().unwrap().body[..], tag.as_bytes());
+    }
+    // The broker cancels c3 (a plain connection: it ends); the places of
+    // the later consumers move, and their deliveries still find them.
+    h.feed(
+        ch.id,
+        BasicCancel {
+            consumer_tag: s("c3"),
+            nowait: false,
+        },
+    );
+    h.sent();
+    assert!(matches!(
+        consumers[3].1.get(),
+        Some(ConsumerEnd::CancelledByBroker)
+    ));
+    for (i, tag) in TAGS.iter().enumerate().skip(4) {
+        h.deliver(ch.id, tag, 100 + i as u64, tag.as_bytes());
+    }
+    for ((rx, _), tag) in consumers.iter_mut().zip(TAGS).skip(4) {
+        assert_eq!(&rx.try_recv().unwrap().body[..], tag.as_bytes());
+        assert!(rx.try_recv().is_none());
+    }
+}
