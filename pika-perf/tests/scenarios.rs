@@ -22,6 +22,7 @@ fn run(scenario: Scenario, rt: Rt, direct_reply_to: bool) -> serde_json::Value {
         rt,
         url: url(),
         direct_reply_to,
+        width: 0,
     };
     let report = run_scenario_blocking(&config)
         .unwrap_or_else(|e| panic!("{scenario} with pika failed: {e}"));
@@ -100,4 +101,67 @@ fn the_raw_client_loses_nothing_either() {
             .unwrap_or_else(|e| panic!("{scenario} with raw failed: {e}"));
         assert_eq!((report.lost, report.dup), (0, 0), "{scenario}: {report:?}");
     }
+}
+
+/// Runs a scenario of scale with `client` at width `width` and checks what
+/// every such run must show: nothing lost or duplicated, the width and the
+/// messages counted, and (where it has a setup) its time and RSS.
+fn run_scale(client: ClientKind, scenario: Scenario, width: u32, size: usize, rt: Rt, n: u64) {
+    let config = ScenarioConfig {
+        client,
+        scenario,
+        n,
+        size,
+        rt,
+        url: url(),
+        width,
+        ..ScenarioConfig::default()
+    };
+    let report = run_scenario_blocking(&config)
+        .unwrap_or_else(|e| panic!("{scenario} at width {width} with {client} failed: {e}"));
+    assert_eq!((report.lost, report.dup), (0, 0), "{scenario}: {report:?}");
+    assert_eq!(report.width, width, "{report:?}");
+    let per_message = if scenario == Scenario::Fanout {
+        u64::from(width)
+    } else {
+        1
+    };
+    assert_eq!(report.msgs, n * per_message, "{report:?}");
+    assert!(report.peak_rss_kib > 0, "{report:?}");
+    if matches!(
+        scenario,
+        Scenario::Channels | Scenario::Consumers | Scenario::Connections | Scenario::Fanout
+    ) {
+        assert!(report.open_s.is_some_and(|s| s > 0.0), "{report:?}");
+        assert!(report.rss_per_unit_kib.is_some(), "{report:?}");
+    }
+    if scenario == Scenario::Large {
+        assert!(report.mb_per_s > 0.0, "{report:?}");
+    }
+}
+
+/// Every scenario of scale, at small sizes, with `client`.
+fn every_scale_scenario(client: ClientKind) {
+    run_scale(client, Scenario::Channels, 20, 64, Rt::Ct, N);
+    run_scale(client, Scenario::Consumers, 20, 64, Rt::Ct, N);
+    run_scale(client, Scenario::Connections, 3, 64, Rt::Ct, N);
+    run_scale(client, Scenario::Fanout, 3, 64, Rt::Ct, N);
+    run_scale(client, Scenario::Large, 1, 300 * 1024, Rt::Ct, 20);
+    run_scale(client, Scenario::Parallel, 4, 64, Rt::Ct, N);
+    run_scale(client, Scenario::Parallel, 4, 64, Rt::Mt, N);
+}
+
+#[test]
+fn the_scale_scenarios_lose_and_duplicate_nothing_with_pika() {
+    every_scale_scenario(ClientKind::Pika);
+}
+
+#[test]
+fn the_scale_scenarios_lose_and_duplicate_nothing_with_raw() {
+    every_scale_scenario(ClientKind::Raw);
+}
+
+#[test]
+fn more_consumers_than_messages_leave_some_queues_empty_and_lose_nothing() {
+    run_scale(ClientKind::Pika, Scenario::Consumers, 50, 64, Rt::Ct, 30);
 }

@@ -7,7 +7,12 @@
 //! channel's `ChannelCallback::publish_ack`/`publish_nack`. The
 //! `publish_confirm` scenario registers a callback that forwards them
 //! over a channel to the publisher, which keeps its window of
-//! [`CONFIRM_WINDOW`] by delivery tag with a [`ConfirmTracker`].
+//! [`CONFIRM_WINDOW`] by delivery tag with a [`ConfirmTracker`]; `large`
+//! does the same with [`LARGE_WINDOW`].
+//!
+//! In the scenarios of scale every consumer is a task of its own that
+//! reads its `basic_consume_rx` channel and acks on a clone of its
+//! channel; the run joins them.
 
 use std::time::Instant;
 
@@ -15,20 +20,22 @@ use amqp_conn::ConnectionConfig;
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConfirmSelectArguments, ConsumerMessage, QueueDeclareArguments, QueueDeleteArguments,
+    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, ExchangeDeleteArguments,
+    ExchangeType, QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::body;
 use crate::rusage::Timer;
 use crate::scenario::{
-    latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig,
-    CONFIRM_WINDOW, IDLE_TIMEOUT, PREFETCH,
+    latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig, SetupTimer,
+    CONFIRM_WINDOW, IDLE_TIMEOUT, LARGE_PREFETCH, LARGE_WINDOW, PREFETCH,
 };
-use crate::tracking::{ConfirmTracker, SeqTracker};
+use crate::tracking::{ConfirmTracker, SeqTracker, Share};
 use crate::Result;
 
 /// Runs `config.scenario` with amqprs.
@@ -38,7 +45,12 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
-        other => Err(format!("the {other} scenario is not written for this client yet").into()),
+        Scenario::Channels => channels(config).await,
+        Scenario::Consumers => consumers(config).await,
+        Scenario::Connections => connections(config).await,
+        Scenario::Fanout => fanout(config).await,
+        Scenario::Large => large(config).await,
+        Scenario::Parallel => parallel(config).await,
     }
 }
 
@@ -401,4 +413,479 @@ async fn wait_for_consumer(channel: &Channel, queue: &str) -> Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+}
+
+/// What a consumer receives: the channel of amqprs's `basic_consume_rx`.
+type Deliveries = mpsc::UnboundedReceiver<ConsumerMessage>;
+
+/// A consumer's task (see [`spawn_consumer`]): what arrived of its share.
+type ConsumerTask = JoinHandle<Result<SeqTracker>>;
+
+/// The body of message `seq` as the `Vec` that `basic_publish` takes
+/// (`bytes` hands the fresh buffer over instead of copying it, as nothing
+/// else shares it).
+fn content(seq: u64, size: usize) -> Vec<u8> {
+    body::encode(seq, size).into()
+}
+
+/// Opens a channel whose consumers get `prefetch` unacked deliveries
+/// each (`basic.qos`, `global=false`).
+async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<Channel> {
+    let channel = connection.open_channel(None).await?;
+    channel
+        .basic_qos(BasicQosArguments::new(0, prefetch, false))
+        .await?;
+    Ok(channel)
+}
+
+/// Declares `w` queues named after `what` on `channel`; returns their
+/// names.
+async fn declare_queues(channel: &Channel, what: &str, w: u32) -> Result<Vec<String>> {
+    let mut queues = Vec::with_capacity(w as usize);
+    for _ in 0..w {
+        let queue = unique_name(what);
+        declare(channel, &queue).await?;
+        queues.push(queue);
+    }
+    Ok(queues)
+}
+
+/// Deletes `queues` on `channel`.
+async fn delete_all(channel: &Channel, queues: &[String]) -> Result<()> {
+    for queue in queues {
+        delete(channel, queue).await?;
+    }
+    Ok(())
+}
+
+/// Starts a consumer with manual acks on `queue`; returns its deliveries.
+async fn start_consumer(channel: &Channel, queue: &str, tag: &str) -> Result<Deliveries> {
+    let (_tag, deliveries) = channel
+        .basic_consume_rx(BasicConsumeArguments::new(queue, tag))
+        .await?;
+    Ok(deliveries)
+}
+
+/// Closes `channels`, then `connection`.
+async fn close_all(channels: Vec<Channel>, connection: Connection) -> Result<()> {
+    for channel in channels {
+        channel.close().await?;
+    }
+    connection.close().await?;
+    Ok(())
+}
+
+/// Publishes the messages of `share` (`seq % w == i` of `0..n`) to
+/// `queue` on `channel`, without confirms.
+async fn publish_share(channel: Channel, queue: String, share: Share, size: usize) -> Result<()> {
+    let arguments = BasicPublishArguments::new("", &queue);
+    for seq in share.seqs() {
+        channel
+            .basic_publish(
+                BasicProperties::default(),
+                content(seq, size),
+                arguments.clone(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A consumer's task: records each delivery and acks it (`multiple=false`)
+/// on `channel`, until its share arrived or nothing came for
+/// [`IDLE_TIMEOUT`].
+fn spawn_consumer(channel: Channel, mut deliveries: Deliveries, share: Share) -> ConsumerTask {
+    tokio::spawn(async move {
+        let mut seen = share.tracker();
+        while !seen.is_complete() {
+            let Ok(Some(message)) = timeout(IDLE_TIMEOUT, deliveries.recv()).await else {
+                break;
+            };
+            seen.record(share.local(message.content.as_deref().and_then(body::seq)));
+            if let Some(tag) = delivery_tag(&message) {
+                channel
+                    .basic_ack(BasicAckArguments::new(tag, false))
+                    .await?;
+            }
+        }
+        Ok(seen)
+    })
+}
+
+/// Waits for every consumer; returns their lost and duplicated messages,
+/// summed.
+async fn join_consumers(tasks: Vec<ConsumerTask>) -> Result<(u64, u64)> {
+    let (mut lost, mut dup) = (0, 0);
+    for task in tasks {
+        let seen = task.await??;
+        lost += seen.lost();
+        dup += seen.dup();
+    }
+    Ok((lost, dup))
+}
+
+/// Waits for every task; fails with the first failure.
+async fn join_all(tasks: Vec<JoinHandle<Result<()>>>) -> Result<()> {
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// `channels`: W channels opened one after another (setup), then N
+/// publishes to one queue, message `seq` on channel `seq % W`, until a
+/// passive declare counts N.
+async fn channels(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+
+    let setup = SetupTimer::start();
+    let mut channels = Vec::with_capacity(w as usize);
+    for k in 1..=w {
+        let channel = connection.open_channel(None).await.map_err(|e| {
+            let max = connection.channel_max();
+            let past = if k > u32::from(max) {
+                ": amqprs gave it an id past the channel_max the broker negotiated, \
+                 and the broker closed the connection"
+            } else {
+                ""
+            };
+            format!("opening channel {k} of {w} (channel_max {max}): {e}{past}")
+        })?;
+        channels.push(channel);
+    }
+    let setup = setup.stop();
+    let control = &channels[0];
+    let queue = unique_name("channels");
+    declare(control, &queue).await?;
+    let arguments = BasicPublishArguments::new("", &queue);
+
+    let timer = Timer::start();
+    for seq in 0..config.n {
+        channels[(seq % u64::from(w)) as usize]
+            .basic_publish(
+                BasicProperties::default(),
+                content(seq, config.size),
+                arguments.clone(),
+            )
+            .await?;
+    }
+    let count = wait_for_count(config.n, || message_count(control, &queue)).await?;
+    let elapsed = timer.stop();
+
+    delete(control, &queue).await?;
+    close_all(channels, connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost: config.n.saturating_sub(count),
+        dup: count.saturating_sub(config.n),
+        setup: Some(setup),
+    })
+}
+
+/// `consumers`: W queues (declared first); setup: one channel with a
+/// consumer on each; timed: a second channel publishes the N messages,
+/// message `seq` to queue `seq % W`, until every delivery arrived.
+async fn consumers(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let publisher = connection.open_channel(None).await?;
+    let queues = declare_queues(&publisher, "consumers", w).await?;
+
+    let setup = SetupTimer::start();
+    let channel = consumer_channel(&connection, PREFETCH).await?;
+    let mut consumers = Vec::with_capacity(queues.len());
+    for (queue, i) in queues.iter().zip(0..) {
+        let tag = format!("pika-perf-amqprs-{i}");
+        consumers.push(start_consumer(&channel, queue, &tag).await?);
+    }
+    let setup = setup.stop();
+
+    let timer = Timer::start();
+    let tasks: Vec<ConsumerTask> = consumers
+        .into_iter()
+        .zip(0..)
+        .map(|(deliveries, i)| {
+            spawn_consumer(channel.clone(), deliveries, Share::new(config.n, w, i))
+        })
+        .collect();
+    for seq in 0..config.n {
+        let queue = &queues[(seq % u64::from(w)) as usize];
+        publisher
+            .basic_publish(
+                BasicProperties::default(),
+                content(seq, config.size),
+                BasicPublishArguments::new("", queue),
+            )
+            .await?;
+    }
+    let (lost, dup) = join_consumers(tasks).await?;
+    let elapsed = timer.stop();
+
+    delete_all(&publisher, &queues).await?;
+    close_all(vec![channel, publisher], connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
+}
+
+/// One connection of `connections`: its publishing channel, its queue,
+/// and the channel and deliveries of the queue's consumer.
+struct Peer {
+    connection: Connection,
+    publisher: Channel,
+    channel: Channel,
+    queue: String,
+    deliveries: Deliveries,
+}
+
+impl Peer {
+    /// Opens a connection with a publishing channel, and a queue consumed
+    /// on a second channel.
+    async fn open(url: &str) -> Result<Peer> {
+        let connection = connect(url).await?;
+        let publisher = connection.open_channel(None).await?;
+        let channel = consumer_channel(&connection, PREFETCH).await?;
+        let queue = unique_name("connections");
+        declare(&channel, &queue).await?;
+        let deliveries = start_consumer(&channel, &queue, "pika-perf-amqprs").await?;
+        Ok(Peer {
+            connection,
+            publisher,
+            channel,
+            queue,
+            deliveries,
+        })
+    }
+}
+
+/// `connections`: W connections (setup), each publishing its share to its
+/// own queue and consuming it, all at once, until every delivery arrived.
+async fn connections(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let setup = SetupTimer::start();
+    let mut peers = Vec::with_capacity(w as usize);
+    for k in 1..=w {
+        let peer = Peer::open(&config.url)
+            .await
+            .map_err(|e| format!("opening connection {k} of {w}: {e}"))?;
+        peers.push(peer);
+    }
+    let setup = setup.stop();
+
+    let mut closing = Vec::with_capacity(peers.len());
+    let mut publishers = Vec::with_capacity(peers.len());
+    let mut consumers = Vec::with_capacity(peers.len());
+    let timer = Timer::start();
+    for (peer, i) in peers.into_iter().zip(0..) {
+        let share = Share::new(config.n, w, i);
+        publishers.push(tokio::spawn(publish_share(
+            peer.publisher.clone(),
+            peer.queue.clone(),
+            share,
+            config.size,
+        )));
+        consumers.push(spawn_consumer(peer.channel.clone(), peer.deliveries, share));
+        closing.push((peer.connection, peer.publisher, peer.channel, peer.queue));
+    }
+    join_all(publishers).await?;
+    let (lost, dup) = join_consumers(consumers).await?;
+    let elapsed = timer.stop();
+
+    for (connection, publisher, channel, queue) in closing {
+        delete(&publisher, &queue).await?;
+        close_all(vec![channel, publisher], connection).await?;
+    }
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
+}
+
+/// `fanout`: a fanout exchange bound to W queues; setup: one channel with
+/// a consumer on each; timed: N publishes to the exchange until all
+/// W x N deliveries arrived.
+async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let publisher = connection.open_channel(None).await?;
+    let exchange = unique_name("fanout");
+    publisher
+        .exchange_declare(ExchangeDeclareArguments::of_type(
+            &exchange,
+            ExchangeType::Fanout,
+        ))
+        .await?;
+    let queues = declare_queues(&publisher, "fanout", w).await?;
+    for queue in &queues {
+        publisher
+            .queue_bind(QueueBindArguments::new(queue, &exchange, ""))
+            .await?;
+    }
+
+    let setup = SetupTimer::start();
+    let channel = consumer_channel(&connection, PREFETCH).await?;
+    let mut consumers = Vec::with_capacity(queues.len());
+    for (queue, i) in queues.iter().zip(0..) {
+        let tag = format!("pika-perf-amqprs-{i}");
+        consumers.push(start_consumer(&channel, queue, &tag).await?);
+    }
+    let setup = setup.stop();
+
+    let every = Share::new(config.n, 1, 0);
+    let arguments = BasicPublishArguments::new(&exchange, "");
+    let timer = Timer::start();
+    let tasks: Vec<ConsumerTask> = consumers
+        .into_iter()
+        .map(|deliveries| spawn_consumer(channel.clone(), deliveries, every))
+        .collect();
+    for seq in 0..config.n {
+        publisher
+            .basic_publish(
+                BasicProperties::default(),
+                content(seq, config.size),
+                arguments.clone(),
+            )
+            .await?;
+    }
+    let (lost, dup) = join_consumers(tasks).await?;
+    let elapsed = timer.stop();
+
+    delete_all(&publisher, &queues).await?;
+    publisher
+        .exchange_delete(ExchangeDeleteArguments::new(&exchange))
+        .await?;
+    close_all(vec![channel, publisher], connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
+}
+
+/// `large`: N bodies of `config.size` published in confirm mode, at most
+/// [`LARGE_WINDOW`] unconfirmed, while a consumer on a second channel
+/// (prefetch [`LARGE_PREFETCH`]) takes them, until all are confirmed and
+/// consumed.
+async fn large(config: &ScenarioConfig) -> Result<Measured> {
+    let connection = connect(&config.url).await?;
+    let publisher = connection.open_channel(None).await?;
+    let queue = unique_name("large");
+    declare(&publisher, &queue).await?;
+    let (tx, mut settled) = mpsc::unbounded_channel();
+    publisher.register_callback(Confirms(tx)).await?;
+    publisher
+        .confirm_select(ConfirmSelectArguments::default())
+        .await?;
+    let channel = consumer_channel(&connection, LARGE_PREFETCH).await?;
+    let deliveries = start_consumer(&channel, &queue, "pika-perf-amqprs").await?;
+    let arguments = BasicPublishArguments::new("", &queue);
+
+    let timer = Timer::start();
+    let consumer = spawn_consumer(channel.clone(), deliveries, Share::new(config.n, 1, 0));
+    let mut confirms = ConfirmTracker::default();
+    'publish: for seq in 0..config.n {
+        while let Ok((tag, multiple, ack)) = settled.try_recv() {
+            confirms.settle(tag, multiple, ack);
+        }
+        while confirms.in_flight() >= LARGE_WINDOW as u64 {
+            let Ok(Some((tag, multiple, ack))) = timeout(IDLE_TIMEOUT, settled.recv()).await else {
+                break 'publish;
+            };
+            confirms.settle(tag, multiple, ack);
+        }
+        publisher
+            .basic_publish(
+                BasicProperties::default(),
+                content(seq, config.size),
+                arguments.clone(),
+            )
+            .await?;
+        confirms.published();
+    }
+    while confirms.in_flight() > 0 {
+        let Ok(Some((tag, multiple, ack))) = timeout(IDLE_TIMEOUT, settled.recv()).await else {
+            break;
+        };
+        confirms.settle(tag, multiple, ack);
+    }
+    let seen = consumer.await??;
+    let elapsed = timer.stop();
+
+    delete(&publisher, &queue).await?;
+    close_all(vec![channel, publisher], connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost: config.n - seen.distinct().min(confirms.acked()),
+        dup: seen.dup(),
+        setup: None,
+    })
+}
+
+/// `parallel`: W producer tasks, each on a channel of its own, publish
+/// their shares to W queues while W consumer tasks, each on a channel of
+/// its own, consume them, until every delivery arrived.
+async fn parallel(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+
+    let setup = SetupTimer::start();
+    let mut publishers = Vec::with_capacity(w as usize);
+    let mut channels = Vec::with_capacity(w as usize);
+    let mut queues = Vec::with_capacity(w as usize);
+    let mut consumers = Vec::with_capacity(w as usize);
+    for _ in 0..w {
+        publishers.push(connection.open_channel(None).await?);
+        let channel = consumer_channel(&connection, PREFETCH).await?;
+        let queue = unique_name("parallel");
+        declare(&channel, &queue).await?;
+        consumers.push(start_consumer(&channel, &queue, "pika-perf-amqprs").await?);
+        channels.push(channel);
+        queues.push(queue);
+    }
+    let setup = setup.stop();
+
+    let timer = Timer::start();
+    let mut consumer_tasks = Vec::with_capacity(queues.len());
+    let mut publisher_tasks = Vec::with_capacity(queues.len());
+    for ((((publisher, channel), queue), deliveries), i) in publishers
+        .iter()
+        .zip(&channels)
+        .zip(&queues)
+        .zip(consumers)
+        .zip(0..)
+    {
+        let share = Share::new(config.n, w, i);
+        consumer_tasks.push(spawn_consumer(channel.clone(), deliveries, share));
+        publisher_tasks.push(tokio::spawn(publish_share(
+            publisher.clone(),
+            queue.clone(),
+            share,
+            config.size,
+        )));
+    }
+    join_all(publisher_tasks).await?;
+    let (lost, dup) = join_consumers(consumer_tasks).await?;
+    let elapsed = timer.stop();
+
+    delete_all(&channels[0], &queues).await?;
+    close_all(channels.into_iter().chain(publishers).collect(), connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
 }
