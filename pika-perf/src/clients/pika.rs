@@ -617,6 +617,7 @@ async fn parallel(config: &ScenarioConfig) -> Result<Measured> {
     let mut exchanges = Vec::with_capacity(w as usize);
     let mut queues = Vec::with_capacity(w as usize);
     let mut iterators = Vec::with_capacity(w as usize);
+    let setup = SetupTimer::start();
     for _ in 0..w {
         exchanges.push(fast_channel(&connection).await?.default_exchange());
         let channel = consumer_channel(&connection, PREFETCH).await?;
@@ -624,6 +625,7 @@ async fn parallel(config: &ScenarioConfig) -> Result<Measured> {
         iterators.push(queue.iterator().await?);
         queues.push(queue);
     }
+    let setup = setup.stop();
 
     let timer = Timer::start();
     let mut consumers = Vec::with_capacity(queues.len());
@@ -651,6 +653,7 @@ async fn parallel(config: &ScenarioConfig) -> Result<Measured> {
         elapsed,
         lost,
         dup,
+        setup: Some(setup),
         ..Measured::default()
     })
 }
