@@ -114,8 +114,13 @@ pub enum Confirmation {
     Ack,
     /// The broker could not take the message (`basic.nack`): for example a
     /// full queue with `x-overflow=reject-publish`. Publish it again or
-    /// give up.
-    Nack,
+    /// give up. Says where the message went.
+    Nack {
+        /// The exchange it was published to.
+        exchange: ShortString,
+        /// The routing key it was published with.
+        routing_key: ShortString,
+    },
     /// The message was mandatory and could not be routed: the broker
     /// returned it (`basic.return`) before confirming it.
     Returned(Box<ReturnedMessage>),

@@ -122,7 +122,7 @@ async fn a_full_queue_with_reject_publish_nacks_the_publish() {
     for confirm in outcomes {
         got.push(match confirm.await {
             Confirmation::Ack => "ack",
-            Confirmation::Nack => "nack",
+            Confirmation::Nack { .. } => "nack",
             other => panic!("unexpected {other:?}"),
         });
     }

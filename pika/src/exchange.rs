@@ -445,15 +445,10 @@ impl<'a> Publish<'a> {
             ..Default::default()
         };
         let channel = &self.exchange.channel;
-        // Kept for the error of a nack: two reference counts, no copy.
-        let exchange = publish.exchange.clone();
-        let routing_key = publish.routing_key.clone();
         let confirm = channel.inner.publish(publish, properties, body).await?;
         Ok(PendingConfirmation {
             confirm,
             on_return_raises: channel.on_return_raises,
-            exchange,
-            routing_key,
         })
     }
 
@@ -488,8 +483,6 @@ impl<'a> IntoFuture for Publish<'a> {
 pub struct PendingConfirmation {
     confirm: amqp_conn::PublishConfirm,
     on_return_raises: bool,
-    exchange: ShortString,
-    routing_key: ShortString,
 }
 
 impl Future for PendingConfirmation {
@@ -502,9 +495,12 @@ impl Future for PendingConfirmation {
         let outcome = std::task::ready!(Pin::new(&mut self.confirm).poll(cx));
         std::task::Poll::Ready(match outcome {
             Outcome::Ack => Ok(Confirmation::Ack),
-            Outcome::Nack => Err(Error::Nacked {
-                exchange: self.exchange.to_string(),
-                routing_key: self.routing_key.to_string(),
+            Outcome::Nack {
+                exchange,
+                routing_key,
+            } => Err(Error::Nacked {
+                exchange: exchange.to_string(),
+                routing_key: routing_key.to_string(),
             }),
             Outcome::NotConfirmed => Ok(Confirmation::NotConfirmed),
             Outcome::Returned(returned) => {

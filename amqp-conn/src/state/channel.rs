@@ -510,12 +510,10 @@ impl ChannelState {
         // Channel::publish checked that the frames fit in frame_max.
         let properties = properties.get();
         debug_assert!(amqp_wire::check_publish_fits(&publish, properties, frame_max).is_ok());
+        out.publish(self.r.id, &publish, properties, &body, frame_max);
         match &mut self.confirms {
             Some(tracker) => {
-                let mandatory = publish
-                    .mandatory
-                    .then(|| (publish.exchange.clone(), publish.routing_key.clone()));
-                tracker.publish(publish.exchange.clone(), mandatory, confirm);
+                tracker.publish(publish, confirm);
             }
             None => {
                 if let Some(confirm) = confirm {
@@ -523,7 +521,6 @@ impl ChannelState {
                 }
             }
         }
-        out.publish(self.r.id, &publish, properties, &body, frame_max);
     }
 
     /// The broker's tag of a delivery this channel numbered `tag`;

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use amqp_wire::ShortString;
+use amqp_wire::{BasicPublish, ShortString};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
@@ -21,10 +21,12 @@ use crate::message::{Confirmation, ReturnedMessage};
 #[derive(Debug)]
 struct Pending {
     seq: u64,
-    /// The exchange it went to: a close that names it refused it.
+    /// The exchange it went to: a close that names it refused it; a
+    /// return with it and the routing key belongs to it if it is
+    /// mandatory; a nack names both.
     exchange: ShortString,
-    /// Exchange and routing key of a mandatory publish, to match returns.
-    mandatory: Option<(ShortString, ShortString)>,
+    routing_key: ShortString,
+    mandatory: bool,
     reply: Option<oneshot::Sender<Confirmation>>,
 }
 
@@ -58,19 +60,20 @@ impl ConfirmTracker {
         self.pending.len()
     }
 
-    /// Records a publish; returns its sequence number.
+    /// Records a publish (its exchange and routing key are moved here once
+    /// the publish is encoded: no copy); returns its sequence number.
     pub(crate) fn publish(
         &mut self,
-        exchange: ShortString,
-        mandatory: Option<(ShortString, ShortString)>,
+        publish: BasicPublish,
         reply: Option<oneshot::Sender<Confirmation>>,
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push_back(Pending {
             seq,
-            exchange,
-            mandatory,
+            exchange: publish.exchange,
+            routing_key: publish.routing_key,
+            mandatory: publish.mandatory,
             reply,
         });
         seq
@@ -102,17 +105,22 @@ impl ConfirmTracker {
         let outcome = match (nack, self.take_return_for(&pending)) {
             (false, Some(returned)) => Confirmation::Returned(Box::new(returned)),
             (false, None) => Confirmation::Ack,
-            (true, _) => Confirmation::Nack,
+            (true, _) => Confirmation::Nack {
+                exchange: pending.exchange,
+                routing_key: pending.routing_key,
+            },
         };
         resolve(pending.reply, outcome);
     }
 
     fn take_return_for(&mut self, pending: &Pending) -> Option<ReturnedMessage> {
-        let (exchange, routing_key) = pending.mandatory.as_ref()?;
+        if !pending.mandatory || self.returns.is_empty() {
+            return None;
+        }
         let index = self
             .returns
             .iter()
-            .position(|r| r.exchange == *exchange && r.routing_key == *routing_key)?;
+            .position(|r| r.exchange == pending.exchange && r.routing_key == pending.routing_key)?;
         self.returns.remove(index)
     }
 
@@ -162,16 +170,29 @@ mod tests {
         ShortString::from_static(text)
     }
 
+    fn to(exchange: ShortString) -> BasicPublish {
+        BasicPublish {
+            exchange,
+            ..Default::default()
+        }
+    }
+
     fn publish(t: &mut ConfirmTracker, mandatory: bool) -> oneshot::Receiver<Confirmation> {
         let (tx, rx) = oneshot::channel();
-        t.publish(s("ex"), mandatory.then(|| (s("ex"), s("rk"))), Some(tx));
+        let publish = BasicPublish {
+            exchange: s("ex"),
+            routing_key: s("rk"),
+            mandatory,
+            ..Default::default()
+        };
+        t.publish(publish, Some(tx));
         rx
     }
 
     fn outcome(rx: &mut oneshot::Receiver<Confirmation>) -> Option<&'static str> {
         rx.try_recv().ok().map(|o| match o {
             Confirmation::Ack => "ack",
-            Confirmation::Nack => "nack",
+            Confirmation::Nack { .. } => "nack",
             Confirmation::Returned(_) => "returned",
             Confirmation::Indeterminate(_) => "indeterminate",
             Confirmation::Refused(_) => "refused",
@@ -273,9 +294,9 @@ mod tests {
     fn a_close_in_reply_to_a_publish_refuses_the_publishes_to_the_exchange_it_names() {
         let mut t = ConfirmTracker::new();
         let (tx_ok, mut ok) = oneshot::channel();
-        t.publish(s("logs"), None, Some(tx_ok));
+        t.publish(to(s("logs")), Some(tx_ok));
         let (tx_bad, mut bad) = oneshot::channel();
-        t.publish(s("missing"), None, Some(tx_bad));
+        t.publish(to(s("missing")), Some(tx_bad));
         let close = Error::ChannelClosed {
             channel: 1,
             reason: crate::error::CloseReason {

@@ -285,7 +285,7 @@ impl Harness {
 fn outcome_name(rx: &mut oneshot::Receiver<Confirmation>) -> &'static str {
     match rx.try_recv() {
         Ok(Confirmation::Ack) => "ack",
-        Ok(Confirmation::Nack) => "nack",
+        Ok(Confirmation::Nack { .. }) => "nack",
         Ok(Confirmation::Returned(_)) => "returned",
         Ok(Confirmation::Indeterminate(_)) => "indeterminate",
         Ok(Confirmation::NotConfirmed) => "not confirmed",
