@@ -113,6 +113,9 @@ impl Drop for DeliverySender {
 
 impl DeliverySender {
     /// Queues `delivery` unless the queue is full or the consumer gone.
+    // The delivery comes back in the error by value, as with tokio's
+    // `try_send`: boxing it would allocate on every refusal.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn try_send(&self, delivery: Delivery) -> Result<(), TrySendError> {
         let waker = {
             let mut state = self.shared.lock();
