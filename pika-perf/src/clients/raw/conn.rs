@@ -1,6 +1,7 @@
 //! The raw client's connection: a bare TCP socket, a read buffer and a
-//! write buffer, the handshake written out by hand, and channel 1 open.
-//! Nothing runs in the background: whoever holds it reads and writes.
+//! write buffer, the handshake written out by hand, and channel 1 open
+//! (more on demand). Nothing runs in the background: whoever holds it
+//! reads and writes.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use amqp_wire::{
     encode_method, ChannelOpen, ConnectionClose, ConnectionOpen, ConnectionStartOk,
     ConnectionTuneOk, FieldTable, Frame, LongString, Method, ProtocolHeader, ShortString,
 };
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,12 +32,21 @@ pub struct RawConn {
     read: BytesMut,
     write: BytesMut,
     frame_max: u32,
+    channel_max: u16,
 }
 
 impl RawConn {
     /// Connects to the broker of `url` (plain TCP, PLAIN auth, heartbeats
     /// off) and opens channel [`CHANNEL`].
     pub async fn open(url: &str) -> Result<RawConn> {
+        let mut conn = RawConn::connect(url).await?;
+        conn.open_channel(CHANNEL).await?;
+        Ok(conn)
+    }
+
+    /// Connects to the broker of `url` (plain TCP, PLAIN auth, heartbeats
+    /// off) without opening a channel.
+    pub async fn connect(url: &str) -> Result<RawConn> {
         let config = ConnectionConfig::from_url(url)?;
         if config.tls.is_some() {
             return Err("the raw client speaks plain TCP only (amqp://, not amqps://)".into());
@@ -48,6 +58,7 @@ impl RawConn {
             read: BytesMut::with_capacity(READ_CHUNK),
             write: BytesMut::with_capacity(READ_CHUNK),
             frame_max: 4096,
+            channel_max: 0,
         };
         conn.write.put_slice(&ProtocolHeader::AMQP_0_9_1.to_bytes());
         conn.flush().await?;
@@ -79,6 +90,7 @@ impl RawConn {
             0 => FRAME_MAX,
             max => max.min(FRAME_MAX),
         };
+        conn.channel_max = tune.channel_max;
         conn.send(
             0,
             ConnectionTuneOk {
@@ -98,15 +110,25 @@ impl RawConn {
         let Method::ConnectionOpenOk(_) = conn.recv_method(0).await? else {
             return Err("expected connection.open-ok".into());
         };
-        let Method::ChannelOpenOk(_) = conn.call(ChannelOpen::default()).await? else {
-            return Err("expected channel.open-ok".into());
-        };
         Ok(conn)
+    }
+
+    /// Opens `channel` and waits for the broker's channel.open-ok.
+    pub async fn open_channel(&mut self, channel: u16) -> Result<()> {
+        match self.call_on(channel, ChannelOpen::default()).await? {
+            Method::ChannelOpenOk(_) => Ok(()),
+            other => Err(format!("expected channel.open-ok, got {other:?}").into()),
+        }
     }
 
     /// The negotiated frame_max.
     pub fn frame_max(&self) -> u32 {
         self.frame_max
+    }
+
+    /// The broker's channel_max (0: no limit), accepted as it is.
+    pub fn channel_max(&self) -> u16 {
+        self.channel_max
     }
 
     /// The write buffer: encode frames into it, then [`flush`](Self::flush).
@@ -126,6 +148,52 @@ impl RawConn {
             self.write.clear();
         }
         Ok(())
+    }
+
+    /// Writes out at most `limit` bytes from the front of the write
+    /// buffer while reading whatever the broker sends meanwhile into the
+    /// read buffer, so that a loop that publishes and consumes on one
+    /// socket never leaves the broker stuck writing deliveries to it while
+    /// it waits for the broker to read. Returns early, with part of the
+    /// write buffer left for the next call, once the read buffer holds a
+    /// read's worth (256 KiB) to be handled first.
+    pub async fn flush_reading(&mut self, limit: usize) -> Result<()> {
+        let end = self.write.len().min(limit);
+        let (mut reader, mut writer) = self.stream.split();
+        let mut written = 0;
+        while written < end && self.read.len() < READ_CHUNK {
+            self.read.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                wrote = writer.write(&self.write[written..end]) => match wrote? {
+                    0 => return Err("the broker closed the connection".into()),
+                    n => written += n,
+                },
+                read = reader.read_buf(&mut self.read) => {
+                    if read? == 0 {
+                        return Err("the broker closed the connection".into());
+                    }
+                }
+            }
+        }
+        if written == self.write.len() {
+            self.write.clear();
+        } else {
+            self.write.advance(written);
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket holds now into the read buffer without
+    /// waiting; false when there was nothing.
+    pub fn try_fill(&mut self) -> Result<bool> {
+        self.read.reserve(READ_CHUNK);
+        match self.stream.try_read_buf(&mut self.read) {
+            Ok(0) => Err("the broker closed the connection".into()),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads once from the socket into the read buffer (cancel-safe).
@@ -186,9 +254,28 @@ impl RawConn {
 
     /// Sends a synchronous method on [`CHANNEL`] and returns its reply.
     pub async fn call(&mut self, method: impl Into<Method>) -> Result<Method> {
-        self.send(CHANNEL, method);
+        self.call_on(CHANNEL, method).await
+    }
+
+    /// Sends a synchronous method on `channel` and returns its reply,
+    /// skipping what may still arrive meanwhile: frames of other channels,
+    /// content frames, deliveries and publisher confirms.
+    pub async fn call_on(&mut self, channel: u16, method: impl Into<Method>) -> Result<Method> {
+        self.send(channel, method);
         self.flush().await?;
-        self.recv_method(CHANNEL).await
+        loop {
+            match self.recv_frame().await? {
+                Frame::Method {
+                    method: Method::BasicDeliver(_) | Method::BasicAck(_) | Method::BasicNack(_),
+                    ..
+                } => {}
+                Frame::Method { channel: c, method } if c == channel => return Ok(method),
+                Frame::ProtocolHeader(header) => {
+                    return Err(format!("unexpected protocol header {header:?}").into())
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Closes the connection with code 200, waiting at most a second for

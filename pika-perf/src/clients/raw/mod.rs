@@ -3,15 +3,18 @@
 //! into a template and copied into 256 KiB batches with only the
 //! sequence number patched, and acks are written once per read buffer.
 //! This is what the broker can do when the client costs almost nothing.
+//! The scenarios of scale are in `scale.rs`: one loop per connection
+//! multiplexes all its channels and consumers.
 
 pub mod conn;
+mod scale;
 
 use std::time::Instant;
 
 use amqp_wire::{
     encode_method, encode_publish, publish_len, BasicAck, BasicConsume, BasicProperties,
     BasicPublish, BasicQos, BodyAssembler, ConfirmSelect, Frame, Method, QueueDeclare, QueueDelete,
-    ShortString, FRAME_HEADER_LEN,
+    ShortString, FRAME_HEADER_LEN, FRAME_OVERHEAD,
 };
 use bytes::BytesMut;
 use tokio::sync::oneshot;
@@ -40,21 +43,40 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
-        other => Err(format!("the {other} scenario is not written for this client yet").into()),
+        Scenario::Channels => scale::channels(config).await,
+        Scenario::Consumers => scale::consumers(config).await,
+        Scenario::Connections => scale::connections(config).await,
+        Scenario::Fanout => scale::fanout(config).await,
+        Scenario::Large => scale::large(config).await,
+        Scenario::Parallel => scale::parallel(config).await,
     }
 }
 
 /// A publish encoded once: copies of it differ only in the sequence
-/// number at the start of the body.
+/// number at the start of the body (and, where asked, the channel).
 struct Template {
     bytes: BytesMut,
     seq_at: usize,
+    /// Where each of its frames starts (for patching the channel).
+    frames: Vec<usize>,
 }
 
 impl Template {
+    /// A publish of `size` bytes to `queue` through the default exchange.
     fn new(queue: &ShortString, size: usize, frame_max: u32) -> Result<Template> {
+        Template::to(&ShortString::default(), queue, size, frame_max)
+    }
+
+    /// A publish of `size` bytes to `exchange` with `routing_key`.
+    fn to(
+        exchange: &ShortString,
+        routing_key: &ShortString,
+        size: usize,
+        frame_max: u32,
+    ) -> Result<Template> {
         let publish = BasicPublish {
-            routing_key: queue.clone(),
+            exchange: exchange.clone(),
+            routing_key: routing_key.clone(),
             ..Default::default()
         };
         let properties = BasicProperties::default();
@@ -69,20 +91,44 @@ impl Template {
         )?;
         // The first body frame follows the method and header frames.
         let seq_at = publish_len(&publish, &properties, 0, frame_max) + FRAME_HEADER_LEN;
-        Ok(Template { bytes, seq_at })
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            frames.push(at);
+            let size =
+                u32::from_be_bytes([bytes[at + 3], bytes[at + 4], bytes[at + 5], bytes[at + 6]]);
+            at += size as usize + FRAME_OVERHEAD;
+        }
+        Ok(Template {
+            bytes,
+            seq_at,
+            frames,
+        })
     }
 
+    /// Bytes of one copy.
     fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// Appends a copy carrying `seq` on [`CHANNEL`].
     fn append(&self, out: &mut BytesMut, seq: u64) {
         let start = out.len() + self.seq_at;
         out.extend_from_slice(&self.bytes);
         out[start..start + 8].copy_from_slice(&seq.to_be_bytes());
     }
+
+    /// Appends a copy carrying `seq` on `channel`.
+    fn append_on(&self, out: &mut BytesMut, seq: u64, channel: u16) {
+        let start = out.len();
+        self.append(out, seq);
+        for &at in &self.frames {
+            out[start + at + 1..start + at + 3].copy_from_slice(&channel.to_be_bytes());
+        }
+    }
 }
 
+/// Declares `queue` (non-durable) on [`CHANNEL`].
 async fn declare(conn: &mut RawConn, queue: &ShortString) -> Result<()> {
     conn.call(QueueDeclare {
         queue: queue.clone(),
@@ -92,6 +138,7 @@ async fn declare(conn: &mut RawConn, queue: &ShortString) -> Result<()> {
     Ok(())
 }
 
+/// Deletes `queue` on [`CHANNEL`].
 async fn delete(conn: &mut RawConn, queue: &ShortString) -> Result<()> {
     conn.call(QueueDelete {
         queue: queue.clone(),
@@ -134,6 +181,7 @@ async fn publish_batched(conn: &mut RawConn, template: &Template, n: u64) -> Res
     conn.flush().await
 }
 
+/// `publish`: N publishes from the template until a passive declare counts N.
 async fn publish(config: &ScenarioConfig) -> Result<Measured> {
     let mut conn = RawConn::open(&config.url).await?;
     let queue = ShortString::try_from(unique_name("publish"))?;
@@ -156,6 +204,8 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
     })
 }
 
+/// `publish_confirm`: confirm mode, at most [`CONFIRM_WINDOW`]
+/// unconfirmed, until all N are confirmed.
 async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
     let mut conn = RawConn::open(&config.url).await?;
     let queue = ShortString::try_from(unique_name("publish-confirm"))?;
@@ -205,6 +255,8 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
     })
 }
 
+/// `consume`: a queue filled first; then one consumer acks each of the
+/// N deliveries.
 async fn consume(config: &ScenarioConfig) -> Result<Measured> {
     let mut conn = RawConn::open(&config.url).await?;
     let queue = ShortString::try_from(unique_name("consume"))?;
@@ -339,6 +391,7 @@ async fn rpc_server(mut conn: RawConn, mut stop: oneshot::Receiver<()>) -> Resul
     conn.close().await
 }
 
+/// `rpc`: N round trips, one at a time, to a server on its own connection.
 async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
     let mut server_conn = RawConn::open(&config.url).await?;
     let requests = ShortString::try_from(unique_name("rpc"))?;
