@@ -371,6 +371,12 @@ pub struct ConnectionConfig {
     /// and consumers (see [`ReconnectPolicy`]); `None` (the default): a
     /// lost connection stays closed.
     pub reconnect: Option<ReconnectPolicy>,
+    /// Bytes of frames the connection task encodes before it writes them
+    /// to the socket; 0 (the default) takes every command waiting, up to
+    /// 4,096 of them, into one write. A knob for measuring how the broker
+    /// digests writes of one size or another (see BENCHMARKS.md); the
+    /// default was the best there.
+    pub write_batch: usize,
 }
 
 /// When and how often a connection that was lost is opened again.
@@ -583,6 +589,7 @@ impl Default for ConnectionConfig {
             fallback_addresses: Vec::new(),
             shuffle_addresses: false,
             reconnect: None,
+            write_batch: 0,
         }
     }
 }
@@ -997,6 +1004,13 @@ impl ConnectionConfig {
             shuffle_addresses: false,
             ..self.clone()
         }
+    }
+
+    /// Writes at most about `bytes` of frames at a time (0: no limit but
+    /// the 4,096 commands of a turn); see [`ConnectionConfig::write_batch`].
+    pub fn with_write_batch(mut self, bytes: usize) -> Self {
+        self.write_batch = bytes;
+        self
     }
 
     /// Reconnect with this policy when the connection is lost.

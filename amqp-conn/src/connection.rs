@@ -312,6 +312,7 @@ impl Connection {
                 commands_rx,
                 publish_permits.clone(),
                 reconnect,
+                config.write_batch,
             ),
             closed.clone(),
             span,

@@ -138,6 +138,9 @@ pub(crate) struct Driver {
     /// The wait before the next attempt, as `ReconnectFailed` announced
     /// it (the jitter is drawn once).
     retry_in: Option<std::time::Duration>,
+    /// Bytes encoded after which a turn stops taking commands and writes
+    /// (0: no limit): [`ConnectionConfig::write_batch`].
+    write_batch: usize,
 }
 
 impl Driver {
@@ -148,6 +151,7 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
         publish_permits: Arc<Semaphore>,
         reconnect: Option<Reconnect>,
+        write_batch: usize,
     ) -> Self {
         Driver {
             transport: Some(transport),
@@ -166,6 +170,7 @@ impl Driver {
             reconnecting: None,
             lost: None,
             retry_in: None,
+            write_batch,
         }
     }
 
@@ -337,6 +342,11 @@ impl Driver {
     fn poll_commands(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let mut progress = false;
         for _ in 0..COMMAND_BATCH {
+            if self.write_batch > 0 && self.state.out.len() >= self.write_batch {
+                // Enough for one write: it goes first, the rest next turn
+                // (the write's readiness wakes the task for them).
+                break;
+            }
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(command)) => {
                     self.state.handle_command(command, now);

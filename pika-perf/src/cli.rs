@@ -208,6 +208,16 @@ pub struct Args {
     )]
     pub width: u32,
 
+    /// pika and raw: write at most about this many bytes to the socket at
+    /// a time (0: the client's default).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "BYTES",
+        help_heading = "Fixed scenarios"
+    )]
+    pub write_batch: usize,
+
     /// Print one JSON line per run on stdout (the interval lines go to stderr).
     #[arg(long)]
     pub json: bool,
@@ -422,6 +432,7 @@ impl Args {
             url: self.uri.clone(),
             direct_reply_to: self.direct_reply_to,
             width: self.width,
+            write_batch: self.write_batch,
         })
     }
 

@@ -245,6 +245,10 @@ pub struct ScenarioConfig {
     /// The scenarios of scale: channels, queues, connections or
     /// producers; 0 takes [`Scenario::default_width`].
     pub width: u32,
+    /// pika and raw: bytes written to the socket at a time at most (0:
+    /// each client's default). For measuring the broker against the
+    /// size of the writes it gets.
+    pub write_batch: usize,
 }
 
 impl ScenarioConfig {
@@ -289,6 +293,7 @@ impl Default for ScenarioConfig {
             url: DEFAULT_URL.to_string(),
             direct_reply_to: false,
             width: 0,
+            write_batch: 0,
         }
     }
 }

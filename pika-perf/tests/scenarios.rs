@@ -22,7 +22,7 @@ fn run(scenario: Scenario, rt: Rt, direct_reply_to: bool) -> serde_json::Value {
         rt,
         url: url(),
         direct_reply_to,
-        width: 0,
+        ..ScenarioConfig::default()
     };
     let report = run_scenario_blocking(&config)
         .unwrap_or_else(|e| panic!("{scenario} with pika failed: {e}"));

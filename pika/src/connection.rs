@@ -330,6 +330,14 @@ impl ConnectOptions {
         self
     }
 
+    /// Writes at most about `bytes` of frames to the socket at a time (0,
+    /// the default: everything waiting goes in one write). For measuring
+    /// how a broker digests writes of different sizes; see BENCHMARKS.md.
+    pub fn write_batch(mut self, bytes: usize) -> Self {
+        self.config.write_batch = bytes;
+        self
+    }
+
     /// The underlying configuration.
     pub fn config(&self) -> &ConnectionConfig {
         &self.config

@@ -38,9 +38,11 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
     }
 }
 
-/// Opens a connection to `url`.
-pub async fn connect(url: &str) -> Result<Connection> {
-    Ok(pika::connect(url).await?)
+/// Opens a connection to the run's broker, writing at most
+/// `config.write_batch` bytes at a time when that is set.
+pub async fn connect(config: &ScenarioConfig) -> Result<Connection> {
+    let options = pika::ConnectOptions::from_url(&config.url)?.write_batch(config.write_batch);
+    Ok(pika::connect_with(options).await?)
 }
 
 /// A channel without publisher confirms: publishes return once queued.
@@ -73,7 +75,7 @@ async fn publish_bodies(exchange: &Exchange, queue: &str, n: u64, size: usize) -
 }
 
 async fn publish(config: &ScenarioConfig) -> Result<Measured> {
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let channel = fast_channel(&connection).await?;
     let queue = channel.declare_queue(&unique_name("publish")).await?;
     let exchange = channel.default_exchange();
@@ -95,7 +97,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
 }
 
 async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let channel = connection.channel().await?;
     let queue = channel
         .declare_queue(&unique_name("publish-confirm"))
@@ -137,7 +139,7 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
 }
 
 async fn consume(config: &ScenarioConfig) -> Result<Measured> {
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let channel = fast_channel(&connection).await?;
     let queue = channel.declare_queue(&unique_name("consume")).await?;
     publish_bodies(
@@ -197,12 +199,12 @@ async fn rpc_server(queue: Queue) -> Result<()> {
 }
 
 async fn rpc(config: &ScenarioConfig) -> Result<Measured> {
-    let server_connection = connect(&config.url).await?;
+    let server_connection = connect(config).await?;
     let server_channel = fast_channel(&server_connection).await?;
     let requests = server_channel.declare_queue(&unique_name("rpc")).await?;
     let server = tokio::spawn(rpc_server(requests.clone()));
 
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let channel = fast_channel(&connection).await?;
     let callback = if config.direct_reply_to {
         None
@@ -375,7 +377,7 @@ async fn join_all(tasks: Vec<JoinHandle<Result<()>>>) -> Result<()> {
 
 async fn channels(config: &ScenarioConfig) -> Result<Measured> {
     let w = config.width();
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
 
     let setup = SetupTimer::start();
     let mut channels = Vec::with_capacity(w as usize);
@@ -410,7 +412,7 @@ async fn channels(config: &ScenarioConfig) -> Result<Measured> {
 
 async fn consumers(config: &ScenarioConfig) -> Result<Measured> {
     let w = config.width();
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let publisher = fast_channel(&connection).await?;
     let channel = consumer_channel(&connection, PREFETCH).await?;
     let queues = declare_queues(&channel, "consumers", w).await?;
@@ -461,8 +463,8 @@ struct Peer {
 }
 
 impl Peer {
-    async fn open(url: &str) -> Result<Peer> {
-        let connection = connect(url).await?;
+    async fn open(config: &ScenarioConfig) -> Result<Peer> {
+        let connection = connect(config).await?;
         let exchange = fast_channel(&connection).await?.default_exchange();
         let channel = consumer_channel(&connection, PREFETCH).await?;
         let queue = channel.declare_queue(&unique_name("connections")).await?;
@@ -481,7 +483,7 @@ async fn connections(config: &ScenarioConfig) -> Result<Measured> {
     let setup = SetupTimer::start();
     let mut peers = Vec::with_capacity(w as usize);
     for _ in 0..w {
-        peers.push(Peer::open(&config.url).await?);
+        peers.push(Peer::open(config).await?);
     }
     let setup = setup.stop();
 
@@ -521,7 +523,7 @@ async fn connections(config: &ScenarioConfig) -> Result<Measured> {
 
 async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
     let w = config.width();
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let publisher = fast_channel(&connection).await?;
     let exchange = publisher
         .declare_exchange(&unique_name("fanout"))
@@ -569,7 +571,7 @@ async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
 }
 
 async fn large(config: &ScenarioConfig) -> Result<Measured> {
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let publisher = connection.channel().await?;
     let channel = consumer_channel(&connection, LARGE_PREFETCH).await?;
     let queue = channel.declare_queue(&unique_name("large")).await?;
@@ -613,7 +615,7 @@ async fn large(config: &ScenarioConfig) -> Result<Measured> {
 
 async fn parallel(config: &ScenarioConfig) -> Result<Measured> {
     let w = config.width();
-    let connection = connect(&config.url).await?;
+    let connection = connect(config).await?;
     let mut exchanges = Vec::with_capacity(w as usize);
     let mut queues = Vec::with_capacity(w as usize);
     let mut iterators = Vec::with_capacity(w as usize);

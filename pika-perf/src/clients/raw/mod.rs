@@ -170,10 +170,23 @@ async fn wait_for_count(conn: &mut RawConn, queue: &ShortString, n: u64) -> Resu
     }
 }
 
-/// Publishes `0..n` from the template in batches of about [`BATCH`] bytes.
-async fn publish_batched(conn: &mut RawConn, template: &Template, n: u64) -> Result<()> {
+/// The bytes per write: `--write-batch`, else [`BATCH`].
+fn batch(config: &ScenarioConfig) -> usize {
+    match config.write_batch {
+        0 => BATCH,
+        bytes => bytes,
+    }
+}
+
+/// Publishes `0..n` from the template in batches of about `batch` bytes.
+async fn publish_batched(
+    conn: &mut RawConn,
+    template: &Template,
+    n: u64,
+    batch: usize,
+) -> Result<()> {
     for seq in 0..n {
-        if conn.write_buf().len() + template.len() > BATCH {
+        if conn.write_buf().len() + template.len() > batch {
             conn.flush().await?;
         }
         template.append(conn.write_buf(), seq);
@@ -189,7 +202,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
     let template = Template::new(&queue, config.size, conn.frame_max())?;
 
     let timer = Timer::start();
-    publish_batched(&mut conn, &template, config.n).await?;
+    publish_batched(&mut conn, &template, config.n, batch(config)).await?;
     let count = wait_for_count(&mut conn, &queue, config.n).await?;
     let elapsed = timer.stop();
 
@@ -262,7 +275,7 @@ async fn consume(config: &ScenarioConfig) -> Result<Measured> {
     let queue = ShortString::try_from(unique_name("consume"))?;
     declare(&mut conn, &queue).await?;
     let template = Template::new(&queue, config.size, conn.frame_max())?;
-    publish_batched(&mut conn, &template, config.n).await?;
+    publish_batched(&mut conn, &template, config.n, batch(config)).await?;
     let filled = wait_for_count(&mut conn, &queue, config.n).await?;
     if filled != config.n {
         return Err(format!("prefill: the queue holds {filled} of {} messages", config.n).into());
