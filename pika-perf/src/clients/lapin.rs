@@ -9,19 +9,25 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
+    PublisherConfirm,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::body;
 use crate::rusage::Timer;
 use crate::scenario::{
-    latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig,
-    CONFIRM_WINDOW, IDLE_TIMEOUT, PREFETCH,
+    latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig, SetupTimer,
+    CONFIRM_WINDOW, IDLE_TIMEOUT, LARGE_PREFETCH, LARGE_WINDOW, PREFETCH,
 };
-use crate::tracking::SeqTracker;
+use crate::tracking::{SeqTracker, Share};
 use crate::Result;
 
 /// Runs `config.scenario` with lapin.
@@ -31,7 +37,12 @@ pub async fn run(config: &ScenarioConfig) -> Result<Measured> {
         Scenario::PublishConfirm => publish_confirm(config).await,
         Scenario::Consume => consume(config).await,
         Scenario::Rpc => rpc(config).await,
-        other => Err(format!("the {other} scenario is not written for this client yet").into()),
+        Scenario::Channels => channels(config).await,
+        Scenario::Consumers => consumers(config).await,
+        Scenario::Connections => connections(config).await,
+        Scenario::Fanout => fanout(config).await,
+        Scenario::Large => large(config).await,
+        Scenario::Parallel => parallel(config).await,
     }
 }
 
@@ -344,4 +355,482 @@ async fn wait_for_consumer(channel: &Channel, queue: &str) -> Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+}
+
+/// Opens a channel whose consumers get `prefetch` each (`basic.qos`,
+/// `global=false`).
+async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Declares `w` queues named after `what` on `channel`; returns their names.
+async fn declare_queues(channel: &Channel, what: &str, w: u32) -> Result<Vec<String>> {
+    let mut queues = Vec::with_capacity(w as usize);
+    for _ in 0..w {
+        let queue = unique_name(what);
+        declare(channel, &queue).await?;
+        queues.push(queue);
+    }
+    Ok(queues)
+}
+
+/// Closes `channel` (and with it its consumers). Done explicitly before
+/// the connection closes: a channel whose last handle is dropped closes
+/// itself in the background, and if that races with `Connection::close`,
+/// the close fails with "invalid channel state: Closing (channel.close)".
+async fn close_channel(channel: &Channel) -> Result<()> {
+    channel.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// Deletes every queue of `queues` through `channel`.
+async fn delete_all(channel: &Channel, queues: &[String]) -> Result<()> {
+    for queue in queues {
+        delete(channel, queue).await?;
+    }
+    Ok(())
+}
+
+/// Starts consumer `i` on `queue` (acks on, the channel's prefetch).
+async fn start_consumer(channel: &Channel, queue: &str, i: u32) -> Result<Consumer> {
+    Ok(channel
+        .basic_consume(
+            queue.into(),
+            format!("pika-perf-lapin-{i}").into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+/// Publishes the messages of `share` (`seq % w == i` of `0..n`) to
+/// `queue` through the default exchange, without confirms.
+async fn publish_share(channel: Channel, queue: String, share: Share, size: usize) -> Result<()> {
+    for seq in share.seqs() {
+        publish_one(&channel, &queue, &body::encode(seq, size)).await?;
+    }
+    Ok(())
+}
+
+/// A consumer's task: its tracker and its stream, which is handed back so
+/// that dropping it (lapin then sends `basic.cancel`) happens after the
+/// timed region.
+type ConsumerTask = JoinHandle<Result<(SeqTracker, Consumer)>>;
+
+/// Spawns the task of consumer `i`, which expects the messages of `share`
+/// (all of `0..n` with `Share::new(n, 1, 0)`): once `go` turns true (the
+/// timed region starts) it acks each delivery and records it, until its
+/// share arrived or nothing came for [`IDLE_TIMEOUT`].
+fn spawn_consumer(
+    mut consumer: Consumer,
+    i: u32,
+    share: Share,
+    mut go: watch::Receiver<bool>,
+) -> ConsumerTask {
+    tokio::spawn(async move {
+        let mut seen = share.tracker();
+        if go.wait_for(|&go| go).await.is_err() {
+            return Ok((seen, consumer));
+        }
+        while !seen.is_complete() {
+            let Ok(Some(delivery)) = timeout(IDLE_TIMEOUT, consumer.next()).await else {
+                break;
+            };
+            let delivery = delivery.map_err(|e| format!("consumer {i}: {e}"))?;
+            seen.record(share.local(body::seq(&delivery.data)));
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| format!("consumer {i}: basic.ack: {e}"))?;
+        }
+        Ok((seen, consumer))
+    })
+}
+
+/// Waits for every consumer; returns lost and duplicated messages summed,
+/// and the streams to drop after the timed region.
+async fn join_consumers(tasks: Vec<ConsumerTask>) -> Result<(u64, u64, Vec<Consumer>)> {
+    let (mut lost, mut dup) = (0, 0);
+    let mut consumers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (seen, consumer) = task.await??;
+        lost += seen.lost();
+        dup += seen.dup();
+        consumers.push(consumer);
+    }
+    Ok((lost, dup, consumers))
+}
+
+/// Waits for every publisher task.
+async fn join_publishers(tasks: Vec<JoinHandle<Result<()>>>) -> Result<()> {
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// `channels`: W channels opened one after another (setup); message `seq`
+/// goes out on channel `seq % W` to one queue, until a passive declare
+/// counts N. The queue is declared and counted on the first of the W
+/// channels, so that W may be the broker's `channel_max`.
+async fn channels(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+
+    let setup = SetupTimer::start();
+    let mut channels = Vec::with_capacity(w as usize);
+    for k in 0..w {
+        let channel = connection.create_channel().await.map_err(|e| {
+            format!(
+                "opening channel {} of {w} (negotiated channel_max {}): {e}",
+                k + 1,
+                connection.configuration().channel_max()
+            )
+        })?;
+        channels.push(channel);
+    }
+    let setup = setup.stop();
+    let control = &channels[0];
+    let queue = unique_name("channels");
+    declare(control, &queue).await?;
+
+    let timer = Timer::start();
+    for seq in 0..config.n {
+        let channel = &channels[(seq % u64::from(w)) as usize];
+        publish_one(channel, &queue, &body::encode(seq, config.size)).await?;
+    }
+    let count = wait_for_count(config.n, || message_count(control, &queue)).await?;
+    let elapsed = timer.stop();
+
+    delete(control, &queue).await?;
+    close(&connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost: config.n.saturating_sub(count),
+        dup: count.saturating_sub(config.n),
+        setup: Some(setup),
+    })
+}
+
+/// `consumers`: W queues (declared first); setup is one channel with a
+/// consumer per queue, each read by a task of its own; a second channel
+/// publishes message `seq` to queue `seq % W` until every delivery arrived.
+async fn consumers(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let publisher = connection.create_channel().await?;
+    let queues = declare_queues(&publisher, "consumers", w).await?;
+    let (go, gate) = watch::channel(false);
+
+    let setup = SetupTimer::start();
+    let channel = consumer_channel(&connection, PREFETCH).await?;
+    let mut tasks = Vec::with_capacity(queues.len());
+    for (queue, i) in queues.iter().zip(0..) {
+        let consumer = start_consumer(&channel, queue, i).await?;
+        tasks.push(spawn_consumer(
+            consumer,
+            i,
+            Share::new(config.n, w, i),
+            gate.clone(),
+        ));
+    }
+    let setup = setup.stop();
+
+    let timer = Timer::start();
+    go.send_replace(true);
+    for seq in 0..config.n {
+        let queue = &queues[(seq % u64::from(w)) as usize];
+        publish_one(&publisher, queue, &body::encode(seq, config.size)).await?;
+    }
+    let (lost, dup, streams) = join_consumers(tasks).await?;
+    let elapsed = timer.stop();
+
+    drop(streams);
+    delete_all(&publisher, &queues).await?;
+    close_channel(&channel).await?;
+    close(&connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
+}
+
+/// One connection of `connections`: its publishing channel, its queue,
+/// its consumer's channel and the consumer's task.
+struct Peer {
+    connection: Connection,
+    publisher: Channel,
+    queue: String,
+    channel: Channel,
+    consumer: ConsumerTask,
+}
+
+impl Peer {
+    /// Connects (connection `i`), opens both channels, declares the queue
+    /// and starts the consumer of `share` behind `go`.
+    async fn open(url: &str, i: u32, share: Share, go: watch::Receiver<bool>) -> Result<Peer> {
+        let connection = connect(url)
+            .await
+            .map_err(|e| format!("opening connection {}: {e}", i + 1))?;
+        let publisher = connection.create_channel().await?;
+        let channel = consumer_channel(&connection, PREFETCH).await?;
+        let queue = unique_name("connections");
+        declare(&channel, &queue).await?;
+        let consumer = start_consumer(&channel, &queue, i).await?;
+        Ok(Peer {
+            connection,
+            publisher,
+            queue,
+            channel,
+            consumer: spawn_consumer(consumer, i, share, go),
+        })
+    }
+}
+
+/// `connections`: W connections (setup), each with a publishing channel, a
+/// queue and a consumer task; every connection publishes its share to its
+/// queue from a task of its own, all at once, until every delivery
+/// arrived.
+async fn connections(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let (go, gate) = watch::channel(false);
+
+    let setup = SetupTimer::start();
+    let mut peers = Vec::with_capacity(w as usize);
+    for i in 0..w {
+        peers.push(Peer::open(&config.url, i, Share::new(config.n, w, i), gate.clone()).await?);
+    }
+    let setup = setup.stop();
+
+    let mut closing = Vec::with_capacity(peers.len());
+    let mut publishers = Vec::with_capacity(peers.len());
+    let mut consumers = Vec::with_capacity(peers.len());
+    let timer = Timer::start();
+    go.send_replace(true);
+    for (peer, i) in peers.into_iter().zip(0..) {
+        publishers.push(tokio::spawn(publish_share(
+            peer.publisher.clone(),
+            peer.queue.clone(),
+            Share::new(config.n, w, i),
+            config.size,
+        )));
+        consumers.push(peer.consumer);
+        closing.push((peer.connection, peer.publisher, peer.queue, peer.channel));
+    }
+    join_publishers(publishers).await?;
+    let (lost, dup, streams) = join_consumers(consumers).await?;
+    let elapsed = timer.stop();
+
+    drop(streams);
+    for (connection, publisher, queue, channel) in closing {
+        delete(&publisher, &queue).await?;
+        close_channel(&channel).await?;
+        close_channel(&publisher).await?;
+        close(&connection).await?;
+    }
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
+}
+
+/// `fanout`: a fanout exchange bound to W queues (declared first); setup
+/// is one channel with a consumer task per queue; a second channel
+/// publishes N messages to the exchange until every queue received all N.
+async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let publisher = connection.create_channel().await?;
+    let exchange = unique_name("fanout");
+    publisher
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let queues = declare_queues(&publisher, "fanout", w).await?;
+    for queue in &queues {
+        publisher
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let (go, gate) = watch::channel(false);
+
+    let setup = SetupTimer::start();
+    let channel = consumer_channel(&connection, PREFETCH).await?;
+    let mut tasks = Vec::with_capacity(queues.len());
+    for (queue, i) in queues.iter().zip(0..) {
+        let consumer = start_consumer(&channel, queue, i).await?;
+        tasks.push(spawn_consumer(
+            consumer,
+            i,
+            Share::new(config.n, 1, 0),
+            gate.clone(),
+        ));
+    }
+    let setup = setup.stop();
+
+    let timer = Timer::start();
+    go.send_replace(true);
+    for seq in 0..config.n {
+        publisher
+            .basic_publish(
+                exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &body::encode(seq, config.size),
+                BasicProperties::default(),
+            )
+            .await?;
+    }
+    let (lost, dup, streams) = join_consumers(tasks).await?;
+    let elapsed = timer.stop();
+
+    drop(streams);
+    delete_all(&publisher, &queues).await?;
+    publisher
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
+    close_channel(&channel).await?;
+    close(&connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
+}
+
+/// `large`: a consumer task (prefetch [`LARGE_PREFETCH`], its own channel)
+/// is running (setup) while a confirm-mode channel publishes N bodies of
+/// `config.size`, made one by one, at most [`LARGE_WINDOW`] unconfirmed,
+/// until all N are confirmed and consumed.
+async fn large(config: &ScenarioConfig) -> Result<Measured> {
+    let connection = connect(&config.url).await?;
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let queue = unique_name("large");
+    declare(&publisher, &queue).await?;
+    let (go, gate) = watch::channel(false);
+
+    let setup = SetupTimer::start();
+    let channel = consumer_channel(&connection, LARGE_PREFETCH).await?;
+    let consumer = start_consumer(&channel, &queue, 0).await?;
+    let consumer = spawn_consumer(consumer, 0, Share::new(config.n, 1, 0), gate);
+    let setup = setup.stop();
+
+    let timer = Timer::start();
+    go.send_replace(true);
+    let mut window: VecDeque<PublisherConfirm> = VecDeque::with_capacity(LARGE_WINDOW);
+    let mut acked = 0u64;
+    for seq in 0..config.n {
+        if window.len() == LARGE_WINDOW {
+            let oldest = window.pop_front().expect("the window is full");
+            acked += u64::from(oldest.await?.is_ack());
+        }
+        let confirm = publish_one(&publisher, &queue, &body::encode(seq, config.size)).await?;
+        window.push_back(confirm);
+    }
+    for confirm in window {
+        acked += u64::from(confirm.await?.is_ack());
+    }
+    let (seen, stream) = consumer.await??;
+    let elapsed = timer.stop();
+
+    drop(stream);
+    delete(&publisher, &queue).await?;
+    close_channel(&channel).await?;
+    close(&connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost: config.n - seen.distinct().min(acked),
+        dup: seen.dup(),
+        setup: Some(setup),
+    })
+}
+
+/// `parallel`: W queues (declared first); setup opens W publishing
+/// channels and W consumer channels with a consumer task each; then W
+/// publisher tasks send their shares (queue `seq % W`, no confirms) while
+/// the consumers ack, all at once, until every delivery arrived.
+async fn parallel(config: &ScenarioConfig) -> Result<Measured> {
+    let w = config.width();
+    let connection = connect(&config.url).await?;
+    let control = connection.create_channel().await?;
+    let queues = declare_queues(&control, "parallel", w).await?;
+    let (go, gate) = watch::channel(false);
+
+    let setup = SetupTimer::start();
+    let mut publishers = Vec::with_capacity(queues.len());
+    let mut channels = Vec::with_capacity(queues.len());
+    let mut consumers = Vec::with_capacity(queues.len());
+    for (queue, i) in queues.iter().zip(0..) {
+        publishers.push(connection.create_channel().await?);
+        let channel = consumer_channel(&connection, PREFETCH).await?;
+        let consumer = start_consumer(&channel, queue, i).await?;
+        consumers.push(spawn_consumer(
+            consumer,
+            i,
+            Share::new(config.n, w, i),
+            gate.clone(),
+        ));
+        channels.push(channel);
+    }
+    let setup = setup.stop();
+
+    let timer = Timer::start();
+    go.send_replace(true);
+    let tasks: Vec<_> = publishers
+        .iter()
+        .zip(&queues)
+        .zip(0..)
+        .map(|((channel, queue), i)| {
+            tokio::spawn(publish_share(
+                channel.clone(),
+                queue.clone(),
+                Share::new(config.n, w, i),
+                config.size,
+            ))
+        })
+        .collect();
+    join_publishers(tasks).await?;
+    let (lost, dup, streams) = join_consumers(consumers).await?;
+    let elapsed = timer.stop();
+
+    drop(streams);
+    delete_all(&control, &queues).await?;
+    for channel in channels.iter().chain(&publishers) {
+        close_channel(channel).await?;
+    }
+    close(&connection).await?;
+    Ok(Measured {
+        elapsed,
+        latency_us: None,
+        lost,
+        dup,
+        setup: Some(setup),
+    })
 }
