@@ -15,7 +15,7 @@ use crate::command::Command;
 use crate::config::{BrokerAddress, ConnectionConfig};
 use crate::driver::{self, Driver};
 use crate::error::{CloseReason, Error, Initiator, Result};
-use crate::events::ConnectionEvent;
+use crate::events::{ConnectionEvent, EventSender};
 use crate::handshake::Opened;
 use crate::state::ConnectionState;
 use crate::transport::{self, Transport};
@@ -41,7 +41,7 @@ pub(crate) struct ConnectionInner {
     /// A publish takes one before it is queued; the task gives it back
     /// when the publish is encoded or failed.
     pub(crate) publish_permits: Arc<Semaphore>,
-    events: broadcast::Sender<ConnectionEvent>,
+    events: EventSender,
     /// Set by the task when it ends.
     pub(crate) closed: Arc<OnceLock<Error>>,
     pub(crate) tuning: Tuning,
@@ -284,7 +284,7 @@ impl Connection {
             read,
             ..
         } = socket;
-        let (events, _) = broadcast::channel(256);
+        let events = EventSender::default();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let publish_permits = Arc::new(Semaphore::new(PUBLISH_QUEUE));
         let closed = Arc::new(OnceLock::new());

@@ -34,6 +34,9 @@ use crate::transport::Transport;
 
 /// Read buffer: room reserved before each read.
 const READ_RESERVE: usize = 64 * 1024;
+/// Read buffer of the handshake: its frames are small, and the driver's
+/// buffer is made when the connection is open.
+const HANDSHAKE_READ: usize = 4096;
 /// How many commands (publishes included) one turn takes before it reads
 /// and writes. Large enough to take every publish in flight (at most
 /// 1,024) in one turn, so a burst of small publishes goes out in a few
@@ -46,7 +49,7 @@ pub(crate) async fn handshake(
     config: &ConnectionConfig,
 ) -> Result<(Opened, BytesMut)> {
     let mut out = BytesMut::new();
-    let mut read = BytesMut::with_capacity(READ_RESERVE);
+    let mut read = BytesMut::with_capacity(HANDSHAKE_READ);
     let mut hs = Handshake::start(config, &mut out);
     loop {
         if !out.is_empty() {
@@ -78,7 +81,7 @@ pub(crate) async fn handshake(
         if !out.is_empty() {
             continue;
         }
-        read.reserve(READ_RESERVE);
+        read.reserve(HANDSHAKE_READ);
         let n =
             poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *transport), cx, &mut read))
                 .await

@@ -1,8 +1,10 @@
 //! Notifications from the connection that a user can subscribe to.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use amqp_wire::ShortString;
+use tokio::sync::broadcast;
 
 use crate::error::Error;
 use crate::message::ReturnedMessage;
@@ -106,4 +108,51 @@ pub enum ConnectionEvent {
     /// The connection closed (for a connection that reconnects: it was
     /// closed by the application, or gave up after its last attempt).
     Closed(Error),
+}
+
+/// Events a subscriber may fall behind by before it misses the oldest.
+pub(crate) const EVENT_BUFFER: usize = 256;
+
+/// Where the connection's events go. The broadcast buffer ([`EVENT_BUFFER`]
+/// events, about 30 KiB) is made by the first subscription: most
+/// connections never have a subscriber, and an event sent before the
+/// first subscription reaches nobody either way.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventSender(Arc<OnceLock<broadcast::Sender<ConnectionEvent>>>);
+
+impl EventSender {
+    /// A receiver of the events sent from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.0
+            .get_or_init(|| broadcast::channel(EVENT_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Sends `event` to the subscribers, if there are any.
+    pub(crate) fn send(&self, event: ConnectionEvent) {
+        if let Some(sender) = self.0.get() {
+            let _ = sender.send(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_reach_the_subscribers_of_before_they_were_sent() {
+        let events = EventSender::default();
+        events.send(ConnectionEvent::Unblocked);
+        assert!(events.0.get().is_none(), "no buffer without a subscriber");
+        let mut first = events.subscribe();
+        events.send(ConnectionEvent::Unblocked);
+        let mut second = events.subscribe();
+        events.send(ConnectionEvent::Unblocked);
+        assert!(matches!(first.try_recv(), Ok(ConnectionEvent::Unblocked)));
+        assert!(matches!(first.try_recv(), Ok(ConnectionEvent::Unblocked)));
+        assert!(first.try_recv().is_err());
+        assert!(matches!(second.try_recv(), Ok(ConnectionEvent::Unblocked)));
+        assert!(second.try_recv().is_err());
+    }
 }

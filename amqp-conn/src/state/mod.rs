@@ -19,12 +19,12 @@ use std::time::Duration;
 use amqp_wire::{
     ChannelOpen, ConnectionClose, ConnectionCloseOk, Frame, Method, ReplyCode, ShortString,
 };
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::command::{ChannelRef, ChannelShared, Command, PublishCommand, Reply};
 use crate::error::{CloseReason, Error, Initiator, Result};
-use crate::events::ConnectionEvent;
+use crate::events::{ConnectionEvent, EventSender};
 use crate::message::Delivery;
 use crate::tuning::Tuning;
 use channel::CloseStarted;
@@ -90,7 +90,7 @@ pub(crate) struct ConnectionState {
     channels: Vec<Option<ChannelState>>,
     next_generation: u64,
     pub(crate) out: WriteQueue,
-    events: broadcast::Sender<ConnectionEvent>,
+    events: EventSender,
     pub(crate) blocked: bool,
     pub(crate) heartbeat: Option<Heartbeat>,
     pub(crate) phase: ConnectionPhase,
@@ -149,7 +149,7 @@ impl ConnectionState {
     pub(crate) fn new(
         tuning: Tuning,
         max_body_size: u64,
-        events: broadcast::Sender<ConnectionEvent>,
+        events: EventSender,
         now: Instant,
     ) -> Self {
         ConnectionState {
@@ -248,8 +248,7 @@ impl ConnectionState {
     }
 
     pub(crate) fn emit(&self, event: ConnectionEvent) {
-        // No subscribers is fine.
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     /// Why the connection is closing or closed (`None` while open).

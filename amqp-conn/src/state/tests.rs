@@ -37,7 +37,8 @@ fn s(text: &'static str) -> ShortString {
 
 impl Harness {
     fn new(channel_max: u16, heartbeat: u16) -> Self {
-        let (tx, events) = broadcast::channel(64);
+        let tx = crate::events::EventSender::default();
+        let events = tx.subscribe();
         Harness {
             state: ConnectionState::new(
                 tuning(channel_max, heartbeat),
