@@ -32,8 +32,13 @@ use crate::message::Delivery;
 use crate::state::{ConnectionPhase, ConnectionState, Stall};
 use crate::transport::Transport;
 
-/// Read buffer: room reserved before each read.
+/// Read buffer: room reserved before each read, at most. A connection
+/// starts with [`READ_RESERVE_MIN`] and doubles it each time a read fills
+/// all the room there was: a quiet connection keeps a small buffer, a busy
+/// one reads 64 KiB at a time.
 const READ_RESERVE: usize = 64 * 1024;
+/// Read buffer: room reserved before each read, at first.
+const READ_RESERVE_MIN: usize = 8 * 1024;
 /// Read buffer of the handshake: its frames are small, and the driver's
 /// buffer is made when the connection is open.
 const HANDSHAKE_READ: usize = 4096;
@@ -144,6 +149,9 @@ pub(crate) struct Driver {
     /// Bytes encoded after which a turn stops taking commands and writes
     /// (0: no limit): [`ConnectionConfig::write_batch`].
     write_batch: usize,
+    /// Room reserved before a read: from [`READ_RESERVE_MIN`] up to
+    /// [`READ_RESERVE`].
+    read_reserve: usize,
 }
 
 impl Driver {
@@ -174,6 +182,7 @@ impl Driver {
             lost: None,
             retry_in: None,
             write_batch,
+            read_reserve: READ_RESERVE_MIN,
         }
     }
 
@@ -389,9 +398,10 @@ impl Driver {
         if self.stall.is_some() || self.state.stall.is_some() {
             return Ok(progress);
         }
-        if self.read.capacity() - self.read.len() < READ_RESERVE / 4 {
-            self.read.reserve(READ_RESERVE);
+        if self.read.capacity() - self.read.len() < self.read_reserve / 4 {
+            self.read.reserve(self.read_reserve);
         }
+        let room = self.read.capacity() - self.read.len();
         let Some(transport) = self.transport.as_mut() else {
             return Ok(progress);
         };
@@ -407,7 +417,11 @@ impl Driver {
                 };
                 return Err(error);
             }
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
+                if n == room && self.read_reserve < READ_RESERVE {
+                    // The socket had more than there was room for.
+                    self.read_reserve *= 2;
+                }
                 progress = true;
                 self.decode_buffered(now)?;
             }
@@ -442,7 +456,7 @@ impl Driver {
         }
         if self.read.is_empty() && self.read.capacity() > 4 * READ_RESERVE {
             // Give back what a large frame needed.
-            self.read = BytesMut::with_capacity(READ_RESERVE);
+            self.read = BytesMut::with_capacity(self.read_reserve);
         }
         Ok(progress)
     }

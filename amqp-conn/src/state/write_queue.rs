@@ -11,7 +11,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::LARGE_BODY;
 use crate::command::ChannelRef;
 
-/// Capacity the encode buffer starts with and shrinks back to.
+/// Capacity the encode buffer starts with: a connection that sends a few
+/// requests never needs more.
+const BUFFER_MIN: usize = 8 * 1024;
+/// Capacity the encode buffer grows to, doubling each time a buffer fills
+/// up, and shrinks back to after a burst of large frames.
 const BUFFER_CAPACITY: usize = 64 * 1024;
 
 /// Segments and the tail buffer, in wire order: every segment comes
@@ -29,6 +33,9 @@ pub(crate) struct WriteQueue {
     /// The last frame in `buf`, when it is a `basic.ack` no byte of which
     /// was written yet: a later ack on its channel may replace it.
     last_ack: Option<QueuedAck>,
+    /// The capacity of the next buffer: from [`BUFFER_MIN`] up to
+    /// [`BUFFER_CAPACITY`] as buffers fill up.
+    capacity: usize,
 }
 
 /// Where a queued `basic.ack` sits in the buffer.
@@ -43,12 +50,13 @@ struct QueuedAck {
 impl WriteQueue {
     pub(crate) fn new() -> Self {
         WriteQueue {
-            buf: BytesMut::with_capacity(BUFFER_CAPACITY),
+            buf: BytesMut::with_capacity(BUFFER_MIN),
             segments: VecDeque::new(),
             segment_bytes: 0,
             scratch: Vec::new(),
             spare: None,
             last_ack: None,
+            capacity: BUFFER_MIN,
         }
     }
 
@@ -150,15 +158,17 @@ impl WriteQueue {
         if self.buf.capacity() - self.buf.len() >= len {
             return;
         }
+        // A full buffer: the connection sends more than a few requests.
+        self.capacity = (self.capacity * 2).min(BUFFER_CAPACITY);
         if self.buf.is_empty() {
             // Everything was written: reuse the allocation from its start.
-            self.buf.reserve(len.max(BUFFER_CAPACITY));
+            self.buf.reserve(len.max(self.capacity));
             return;
         }
         self.seal();
         self.buf = match self.spare.take() {
             Some(spare) if spare.capacity() >= len => spare,
-            _ => BytesMut::with_capacity(len.max(BUFFER_CAPACITY)),
+            _ => BytesMut::with_capacity(len.max(self.capacity)),
         };
     }
 
@@ -171,7 +181,7 @@ impl WriteQueue {
         if let Ok(mut buf) = written.try_into_mut() {
             buf.clear();
             // Reclaims the allocation from its start; nothing to copy.
-            buf.reserve(BUFFER_CAPACITY);
+            buf.reserve(self.capacity);
             if buf.capacity() <= 4 * BUFFER_CAPACITY {
                 self.spare = Some(buf);
             }
@@ -238,7 +248,7 @@ impl WriteQueue {
         self.buf.advance(n);
         if self.buf.is_empty() && self.buf.capacity() > 4 * BUFFER_CAPACITY {
             // Give back the memory a burst needed.
-            self.buf = BytesMut::with_capacity(BUFFER_CAPACITY);
+            self.buf = BytesMut::with_capacity(self.capacity);
         }
     }
 }
