@@ -122,11 +122,28 @@ impl Confirmation {
 }
 
 /// An exchange on a channel.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Exchange {
     channel: Channel,
     name: ShortString,
     kind: ExchangeType,
+    routing_keys: std::sync::Mutex<RoutingKeys>,
+}
+
+impl Clone for Exchange {
+    fn clone(&self) -> Self {
+        Exchange::new(self.channel.clone(), self.name.clone(), self.kind.clone())
+    }
+}
+
+/// The routing key a handle publishes with again and again, kept so that
+/// a publish takes a reference to it instead of a copy of the text.
+#[derive(Debug, Default)]
+struct RoutingKeys {
+    /// The key of the last publish.
+    seen: String,
+    /// A shared copy of it, made when it came twice in a row.
+    kept: Option<ShortString>,
 }
 
 impl Exchange {
@@ -135,7 +152,32 @@ impl Exchange {
             channel,
             name,
             kind,
+            routing_keys: std::sync::Mutex::default(),
         }
+    }
+
+    /// `key` as a short string: the kept copy when the key is the same
+    /// as before (no allocation), else a copy. The lock is only tried:
+    /// handles used from several tasks at once just copy.
+    fn routing_key(&self, key: &str) -> Result<ShortString> {
+        let Ok(mut keys) = self.routing_keys.try_lock() else {
+            return short("routing key", key);
+        };
+        if let Some(kept) = keys
+            .kept
+            .as_ref()
+            .filter(|kept| kept.as_bytes() == key.as_bytes())
+        {
+            return Ok(kept.clone());
+        }
+        let fresh = short("routing key", key)?;
+        if keys.seen == key {
+            keys.kept = Some(fresh.clone());
+        } else {
+            keys.seen.clear();
+            keys.seen.push_str(key);
+        }
+        Ok(fresh)
     }
 
     /// The exchange's name (`""` for the default exchange).
@@ -439,7 +481,7 @@ impl<'a> Publish<'a> {
         let (properties, body) = self.message.into_parts()?;
         let publish = BasicPublish {
             exchange: self.exchange.name.clone(),
-            routing_key: short("routing key", self.routing_key)?,
+            routing_key: self.exchange.routing_key(self.routing_key)?,
             mandatory: self.mandatory,
             immediate: self.immediate,
             ..Default::default()
