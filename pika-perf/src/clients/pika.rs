@@ -1,7 +1,6 @@
 //! `--client pika`: the scenarios on the `pika` API, written as an
 //! application would: a [`Message`] per publish through an exchange, a
-//! [`QueueIterator`](pika::QueueIterator) to consume, one `ack` per
-//! delivery.
+//! [`QueueIterator`] to consume, one `ack` per delivery.
 
 use std::collections::VecDeque;
 use std::time::Instant;
