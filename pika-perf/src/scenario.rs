@@ -314,6 +314,20 @@ pub struct Measured {
     pub setup: Option<Setup>,
 }
 
+impl Measured {
+    /// A run that published `n` messages and found `count` in the queue:
+    /// what is missing is lost, what is more is duplicated.
+    pub fn counted(elapsed: Elapsed, n: u64, count: u64, setup: Option<Setup>) -> Measured {
+        Measured {
+            elapsed,
+            lost: n.saturating_sub(count),
+            dup: count.saturating_sub(n),
+            setup,
+            ..Measured::default()
+        }
+    }
+}
+
 /// The setup of a scenario of scale: how long it took and how much the
 /// process's resident memory grew over it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -123,13 +123,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(&channel, &queue).await?;
     close(channel, connection).await?;
-    Ok(Measured {
-        elapsed,
-        latency_us: None,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: None,
-    })
+    Ok(Measured::counted(elapsed, config.n, count, None))
 }
 
 /// A confirm: delivery tag, multiple, ack (true) or nack.
@@ -575,13 +569,7 @@ async fn channels(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(control, &queue).await?;
     close_all(channels, connection).await?;
-    Ok(Measured {
-        elapsed,
-        latency_us: None,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: Some(setup),
-    })
+    Ok(Measured::counted(elapsed, config.n, count, Some(setup)))
 }
 
 /// `consumers`: W queues (declared first); setup: one channel with a

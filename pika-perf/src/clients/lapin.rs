@@ -116,13 +116,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(&channel, &queue).await?;
     close(&connection).await?;
-    Ok(Measured {
-        elapsed,
-        latency_us: None,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: None,
-    })
+    Ok(Measured::counted(elapsed, config.n, count, None))
 }
 
 async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
@@ -508,13 +502,7 @@ async fn channels(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(control, &queue).await?;
     close(&connection).await?;
-    Ok(Measured {
-        elapsed,
-        latency_us: None,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: Some(setup),
-    })
+    Ok(Measured::counted(elapsed, config.n, count, Some(setup)))
 }
 
 /// `consumers`: W queues (declared first); setup is one channel with a

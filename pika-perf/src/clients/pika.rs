@@ -86,13 +86,37 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(&queue).await?;
     connection.close().await?;
-    Ok(Measured {
-        elapsed,
-        latency_us: None,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: None,
-    })
+    Ok(Measured::counted(elapsed, config.n, count, None))
+}
+
+/// Publishes the bodies `0..N` to `queue` on a channel in confirm mode,
+/// at most `window` unconfirmed at a time; returns how many were acked.
+async fn publish_confirmed(
+    exchange: &Exchange,
+    queue: &str,
+    config: &ScenarioConfig,
+    window: usize,
+) -> Result<u64> {
+    let mut pending: VecDeque<PendingConfirmation> = VecDeque::with_capacity(window);
+    let mut acked = 0u64;
+    for seq in 0..config.n {
+        if pending.len() == window {
+            let oldest = pending.pop_front().expect("the window is full");
+            acked += u64::from(oldest.await?.is_ack());
+        }
+        let message = Message::new(body::encode(seq, config.size));
+        pending.push_back(
+            exchange
+                .publish(message, queue)
+                .mandatory(false)
+                .send()
+                .await?,
+        );
+    }
+    for confirmation in pending {
+        acked += u64::from(confirmation.await?.is_ack());
+    }
+    Ok(acked)
 }
 
 async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
@@ -104,25 +128,7 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
     let exchange = channel.default_exchange();
 
     let timer = Timer::start();
-    let mut window: VecDeque<PendingConfirmation> = VecDeque::with_capacity(CONFIRM_WINDOW);
-    let mut acked = 0u64;
-    for seq in 0..config.n {
-        if window.len() == CONFIRM_WINDOW {
-            let oldest = window.pop_front().expect("the window is full");
-            acked += u64::from(oldest.await?.is_ack());
-        }
-        let message = Message::new(body::encode(seq, config.size));
-        window.push_back(
-            exchange
-                .publish(message, queue.name())
-                .mandatory(false)
-                .send()
-                .await?,
-        );
-    }
-    for pending in window {
-        acked += u64::from(pending.await?.is_ack());
-    }
+    let acked = publish_confirmed(&exchange, queue.name(), config, CONFIRM_WINDOW).await?;
     let elapsed = timer.stop();
 
     let count = message_count(&channel, queue.name()).await?;
@@ -400,13 +406,7 @@ async fn channels(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(&queue).await?;
     connection.close().await?;
-    Ok(Measured {
-        elapsed,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: Some(setup),
-        ..Measured::default()
-    })
+    Ok(Measured::counted(elapsed, config.n, count, Some(setup)))
 }
 
 async fn consumers(config: &ScenarioConfig) -> Result<Measured> {
@@ -579,25 +579,7 @@ async fn large(config: &ScenarioConfig) -> Result<Measured> {
 
     let timer = Timer::start();
     let consumer = spawn_consumer(messages, Share::new(config.n, 1, 0));
-    let mut window: VecDeque<PendingConfirmation> = VecDeque::with_capacity(LARGE_WINDOW);
-    let mut acked = 0u64;
-    for seq in 0..config.n {
-        if window.len() == LARGE_WINDOW {
-            let oldest = window.pop_front().expect("the window is full");
-            acked += u64::from(oldest.await?.is_ack());
-        }
-        let message = Message::new(body::encode(seq, config.size));
-        window.push_back(
-            exchange
-                .publish(message, queue.name())
-                .mandatory(false)
-                .send()
-                .await?,
-        );
-    }
-    for pending in window {
-        acked += u64::from(pending.await?.is_ack());
-    }
+    let acked = publish_confirmed(&exchange, queue.name(), config, LARGE_WINDOW).await?;
     let (seen, messages) = consumer.await??;
     let elapsed = timer.stop();
 

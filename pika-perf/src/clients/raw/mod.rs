@@ -208,13 +208,7 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(&mut conn, &queue).await?;
     conn.close().await?;
-    Ok(Measured {
-        elapsed,
-        latency_us: None,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: None,
-    })
+    Ok(Measured::counted(elapsed, config.n, count, None))
 }
 
 /// `publish_confirm`: confirm mode, at most [`CONFIRM_WINDOW`]

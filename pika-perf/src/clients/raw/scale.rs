@@ -409,13 +409,7 @@ pub(super) async fn channels(config: &ScenarioConfig) -> Result<Measured> {
 
     delete(&mut conn, &queue).await?;
     conn.close().await?;
-    Ok(Measured {
-        elapsed,
-        latency_us: None,
-        lost: config.n.saturating_sub(count),
-        dup: count.saturating_sub(config.n),
-        setup: Some(setup),
-    })
+    Ok(Measured::counted(elapsed, config.n, count, Some(setup)))
 }
 
 /// `consumers`: W queues (declared first); setup is one channel with a
