@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use crate::delivery_queue::{DeliverySender, TrySendError};
 use amqp_wire::Frame;
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -25,6 +24,7 @@ use tracing::Instrument;
 use crate::command::{ChannelRef, Command};
 use crate::config::{ConnectionConfig, ReconnectPolicy};
 use crate::connection::{lock_address, open_socket, OpenedSocket};
+use crate::delivery_queue::{DeliverySender, TrySendError};
 use crate::error::{Error, Result};
 use crate::events::ConnectionEvent;
 use crate::handshake::{Handshake, Opened};

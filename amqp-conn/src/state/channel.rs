@@ -66,8 +66,9 @@ const CONSUMERS_SCANNED: usize = 8;
 /// tag in constant time when there are many (a delivery must not cost
 /// more on a channel with a thousand consumers than on one with ten).
 ///
-/// The map is built on the first lookup after a change and dropped by
-/// every change; consumers start and end rarely, deliveries are many.
+/// The map is built on the first lookup that needs it, follows the
+/// consumers that start (a push keeps every place), and is dropped when
+/// one ends (places move); consumers end rarely, deliveries are many.
 /// Entries may be changed in place, but never their tags.
 #[derive(Debug, Default)]
 struct ConsumerList {
@@ -95,7 +96,9 @@ impl ConsumerList {
     }
 
     fn push(&mut self, entry: ConsumerEntry) {
-        self.by_tag = None;
+        if let Some(by_tag) = &mut self.by_tag {
+            by_tag.insert(entry.tag.clone(), self.entries.len());
+        }
         self.entries.push(entry);
     }
 

@@ -1753,6 +1753,12 @@ async fn deliveries_find_their_consumer_among_many_after_one_ends() {
     for ((rx, _), tag) in consumers.iter_mut().zip(TAGS) {
         assert_eq!(&rx.try_recv().unwrap().body[..], tag.as_bytes());
     }
+    // A consumer that starts once the tag map is built is found by it.
+    let (mut late, _late_end) = h.consume(ch, "late", 4);
+    h.deliver(ch.id, "late", 50, b"late");
+    h.deliver(ch.id, "c0", 51, b"c0");
+    assert_eq!(&late.try_recv().unwrap().body[..], b"late");
+    assert_eq!(&consumers[0].0.try_recv().unwrap().body[..], b"c0");
     // The broker cancels c3 (a plain connection: it ends); the places of
     // the later consumers move, and their deliveries still find them.
     h.feed(

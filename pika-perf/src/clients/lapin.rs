@@ -119,6 +119,29 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
     Ok(Measured::counted(elapsed, config.n, count, None))
 }
 
+/// Publishes the bodies `0..N` to `queue` on a channel in confirm mode,
+/// at most `window` unconfirmed at a time; returns how many were acked.
+async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    config: &ScenarioConfig,
+    window: usize,
+) -> Result<u64> {
+    let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
+    let mut acked = 0u64;
+    for seq in 0..config.n {
+        if pending.len() == window {
+            let oldest = pending.pop_front().expect("the window is full");
+            acked += u64::from(oldest.await?.is_ack());
+        }
+        pending.push_back(publish_one(channel, queue, &body::encode(seq, config.size)).await?);
+    }
+    for confirm in pending {
+        acked += u64::from(confirm.await?.is_ack());
+    }
+    Ok(acked)
+}
+
 async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
     let connection = connect(&config.url).await?;
     let channel = connection.create_channel().await?;
@@ -129,19 +152,7 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
         .await?;
 
     let timer = Timer::start();
-    let mut window: VecDeque<PublisherConfirm> = VecDeque::with_capacity(CONFIRM_WINDOW);
-    let mut acked = 0u64;
-    for seq in 0..config.n {
-        if window.len() == CONFIRM_WINDOW {
-            let oldest = window.pop_front().expect("the window is full");
-            acked += u64::from(oldest.await?.is_ack());
-        }
-        let confirm = publish_one(&channel, &queue, &body::encode(seq, config.size)).await?;
-        window.push_back(confirm);
-    }
-    for confirm in window {
-        acked += u64::from(confirm.await?.is_ack());
-    }
+    let acked = publish_confirmed(&channel, &queue, config, CONFIRM_WINDOW).await?;
     let elapsed = timer.stop();
 
     let count = message_count(&channel, &queue).await?;
@@ -731,19 +742,7 @@ async fn large(config: &ScenarioConfig) -> Result<Measured> {
 
     let timer = Timer::start();
     go.send_replace(true);
-    let mut window: VecDeque<PublisherConfirm> = VecDeque::with_capacity(LARGE_WINDOW);
-    let mut acked = 0u64;
-    for seq in 0..config.n {
-        if window.len() == LARGE_WINDOW {
-            let oldest = window.pop_front().expect("the window is full");
-            acked += u64::from(oldest.await?.is_ack());
-        }
-        let confirm = publish_one(&publisher, &queue, &body::encode(seq, config.size)).await?;
-        window.push_back(confirm);
-    }
-    for confirm in window {
-        acked += u64::from(confirm.await?.is_ack());
-    }
+    let acked = publish_confirmed(&publisher, &queue, config, LARGE_WINDOW).await?;
     let (seen, stream) = consumer.await??;
     let elapsed = timer.stop();
 
