@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use amqp_wire::Frame;
-use bytes::BytesMut;
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -42,6 +42,17 @@ const READ_RESERVE_MIN: usize = 8 * 1024;
 /// Read buffer of the handshake: its frames are small, and the driver's
 /// buffer is made when the connection is open.
 const HANDSHAKE_READ: usize = 4096;
+/// A body frame whose payload still misses at least this much is read
+/// from the socket straight into its message's buffer: see [`DirectBody`].
+const DIRECT_MIN: usize = 32 * 1024;
+/// After the content header of a body at least this large, and after the
+/// last frame of one, reads are cut short (see [`Driver::read_limit`]) so
+/// that body frames are read directly from their first byte.
+const DIRECT_HINT: u64 = 256 * 1024;
+/// The read after the last frame of a large body: room for the next
+/// message's method and content header, little of its body.
+const AFTER_LARGE_BODY: usize = 1 + 2048;
+
 /// How many commands (publishes included) one turn takes before it reads
 /// and writes. Large enough to take every publish in flight (at most
 /// 1,024) in one turn, so a burst of small publishes goes out in a few
@@ -121,6 +132,24 @@ struct Reconnecting {
     attempt: Attempt,
 }
 
+/// A body frame whose payload is read from the socket straight into the
+/// buffer its message is joined in (lent by the channel), rather than
+/// into the read buffer and then copied there: a body of many frames
+/// (larger than `frame_max`) then arrives without being copied. Only what
+/// the read before brought of the frame is copied.
+struct DirectBody {
+    channel: u16,
+    buffer: BytesMut,
+    /// Where the frame's payload starts in `buffer`.
+    start: usize,
+    /// Payload bytes still to read; at 0 the frame-end octet is next.
+    left: usize,
+    /// Body bytes still to come after this frame.
+    after: u64,
+    /// The whole body's size.
+    body_size: u64,
+}
+
 /// The connection task's state.
 pub(crate) struct Driver {
     /// `None` while reconnecting.
@@ -152,6 +181,13 @@ pub(crate) struct Driver {
     /// Room reserved before a read: from [`READ_RESERVE_MIN`] up to
     /// [`READ_RESERVE`].
     read_reserve: usize,
+    /// The body frame being read straight into its message's buffer.
+    direct: Option<DirectBody>,
+    /// Bytes the next read into `read` takes at most (`None`: all there
+    /// is room for): the frame end and the next frame header between the
+    /// frames of a large body, the next frame header after its content
+    /// header, so that its body frames are read directly from their start.
+    read_limit: Option<usize>,
 }
 
 impl Driver {
@@ -183,6 +219,8 @@ impl Driver {
             retry_in: None,
             write_batch,
             read_reserve: READ_RESERVE_MIN,
+            direct: None,
+            read_limit: None,
         }
     }
 
@@ -253,6 +291,8 @@ impl Driver {
             reconnect.down.store(true, Ordering::Release);
             // The old socket goes; nothing read or to flush survives it.
             self.read.clear();
+            self.direct = None;
+            self.read_limit = None;
             self.needs_flush = false;
             self.stall = None;
         }
@@ -394,53 +434,107 @@ impl Driver {
         if self.transport.is_none() {
             return Ok(false);
         }
-        let mut progress = self.decode_buffered(now)?;
+        let progress = self.decode_buffered(now)?;
         if self.stall.is_some() || self.state.stall.is_some() {
             return Ok(progress);
+        }
+        let Some(transport) = self.transport.as_mut() else {
+            return Ok(progress);
+        };
+        if let Some(direct) = self.direct.as_mut().filter(|d| d.left > 0) {
+            let mut room = (&mut direct.buffer).limit(direct.left);
+            return match tokio_util::io::poll_read_buf(Pin::new(transport), cx, &mut room) {
+                Poll::Pending => Ok(progress),
+                Poll::Ready(Ok(0)) => Err(self.socket_closed()),
+                Poll::Ready(Ok(n)) => {
+                    direct.left -= n;
+                    if direct.left == 0 {
+                        // The frame end next, then the next frame's header
+                        // (or the next message's first frames).
+                        self.read_limit = if direct.after > 0 {
+                            Some(amqp_wire::FRAME_OVERHEAD)
+                        } else if direct.body_size >= DIRECT_HINT {
+                            Some(AFTER_LARGE_BODY)
+                        } else {
+                            None
+                        };
+                    }
+                    Ok(true)
+                }
+                Poll::Ready(Err(e)) => Err(Error::io(e)),
+            };
         }
         if self.read.capacity() - self.read.len() < self.read_reserve / 4 {
             self.read.reserve(self.read_reserve);
         }
         let room = self.read.capacity() - self.read.len();
-        let Some(transport) = self.transport.as_mut() else {
-            return Ok(progress);
-        };
-        match tokio_util::io::poll_read_buf(Pin::new(transport), cx, &mut self.read) {
-            Poll::Pending => {}
-            Poll::Ready(Ok(0)) => {
-                let error = match &self.state.phase {
-                    ConnectionPhase::Closing { error, .. } => error.clone(),
-                    _ => Error::io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the broker closed the socket without connection.close",
-                    )),
-                };
-                return Err(error);
+        let limit = self.read_limit.take();
+        let result = match limit {
+            Some(limit) => {
+                let mut room = (&mut self.read).limit(limit);
+                tokio_util::io::poll_read_buf(Pin::new(transport), cx, &mut room)
             }
+            None => tokio_util::io::poll_read_buf(Pin::new(transport), cx, &mut self.read),
+        };
+        match result {
+            Poll::Pending => {
+                self.read_limit = limit;
+                Ok(progress)
+            }
+            Poll::Ready(Ok(0)) => Err(self.socket_closed()),
             Poll::Ready(Ok(n)) => {
-                if n == room && self.read_reserve < READ_RESERVE {
+                if n == room && limit.is_none() && self.read_reserve < READ_RESERVE {
                     // The socket had more than there was room for.
                     self.read_reserve *= 2;
                 }
-                progress = true;
                 self.decode_buffered(now)?;
+                Ok(true)
             }
-            Poll::Ready(Err(e)) => return Err(Error::io(e)),
+            Poll::Ready(Err(e)) => Err(Error::io(e)),
         }
-        Ok(progress)
+    }
+
+    /// Why the socket ended with no error.
+    fn socket_closed(&self) -> Error {
+        match &self.state.phase {
+            ConnectionPhase::Closing { error, .. } => error.clone(),
+            _ => Error::io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the broker closed the socket without connection.close",
+            )),
+        }
     }
 
     fn decode_buffered(&mut self, now: Instant) -> Result<bool> {
         let mut progress = false;
+        let mut large_header = false;
         while self.state.stall.is_none()
             && !matches!(self.state.phase, ConnectionPhase::Closed { .. })
         {
+            if let Some(direct) = &self.direct {
+                if direct.left > 0 || self.read.is_empty() {
+                    // The payload, or its frame end, is still to come.
+                    break;
+                }
+                self.finish_direct(now);
+                progress = true;
+                continue;
+            }
+            if let Some(direct) = self.start_direct() {
+                self.direct = Some(direct);
+                progress = true;
+                break;
+            }
             match Frame::decode(&mut self.read, self.state.tuning.frame_max) {
                 Ok(Some(frame)) => {
                     tracing::trace!(
                         channel = frame.channel(),
                         frame = crate::state::frame_name(&frame),
                         "frame in"
+                    );
+                    large_header = matches!(
+                        &frame,
+                        Frame::Header { header, .. } if header.body_size >= DIRECT_HINT
                     );
                     self.state.handle_frame(frame, now);
                     progress = true;
@@ -454,11 +548,74 @@ impl Driver {
                 }
             }
         }
+        if large_header && self.read.is_empty() {
+            // Its first body frame's header alone: the payload is then
+            // read directly.
+            self.read_limit = Some(amqp_wire::FRAME_HEADER_LEN);
+        }
         if self.read.is_empty() && self.read.capacity() > 4 * READ_RESERVE {
             // Give back what a large frame needed.
             self.read = BytesMut::with_capacity(self.read_reserve);
         }
         Ok(progress)
+    }
+
+    /// When the read buffer starts with a body frame of which at least
+    /// [`DIRECT_MIN`] bytes are missing, and its channel waits for that
+    /// much body: borrows the body's buffer, moves what arrived of the
+    /// payload there, and reads the rest straight into it.
+    fn start_direct(&mut self) -> Option<DirectBody> {
+        let header = self.read.get(..amqp_wire::FRAME_HEADER_LEN)?;
+        if header[0] != amqp_wire::constants::FRAME_BODY {
+            return None;
+        }
+        let channel = u16::from_be_bytes([header[1], header[2]]);
+        let len = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+        let present = self.read.len() - amqp_wire::FRAME_HEADER_LEN;
+        if len.saturating_sub(present) < DIRECT_MIN
+            || len + amqp_wire::FRAME_OVERHEAD > self.state.tuning.frame_max as usize
+        {
+            // Whole or nearly (decoded from the read buffer, no copy), or
+            // too large (the decoder refuses it).
+            return None;
+        }
+        let (mut buffer, remaining) = self.state.lend_body_buffer(channel, len)?;
+        let start = buffer.len();
+        self.read.advance(amqp_wire::FRAME_HEADER_LEN);
+        buffer.extend_from_slice(&self.read);
+        self.read.clear();
+        Some(DirectBody {
+            channel,
+            buffer,
+            start,
+            left: len - present,
+            after: remaining - len as u64,
+            body_size: start as u64 + remaining,
+        })
+    }
+
+    /// The payload of a body frame read directly is in, and the read
+    /// buffer starts with its frame end: the body's buffer goes back to
+    /// its channel.
+    fn finish_direct(&mut self, now: Instant) {
+        let Some(direct) = self.direct.take() else {
+            return;
+        };
+        let found = self.read.get_u8();
+        if found != amqp_wire::constants::FRAME_END {
+            let error = amqp_wire::DecodeError::BadFrameEnd {
+                frame_type: amqp_wire::FrameType::Body,
+                channel: direct.channel,
+                size: (direct.buffer.len() - direct.start) as u32,
+                found,
+            };
+            self.state.fail(Error::Decode(error), now);
+            self.read.clear();
+            return;
+        }
+        tracing::trace!(channel = direct.channel, "body frame in, read directly");
+        self.state
+            .body_read_directly(direct.channel, direct.buffer, direct.start, now);
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool> {

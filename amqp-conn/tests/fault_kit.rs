@@ -239,3 +239,177 @@ async fn wait_for_event(
     .await
     .unwrap_or_else(|_| panic!("{what} within 15 s"));
 }
+
+/// Cuts the connection at points across a 1 MiB delivery (8 body frames,
+/// read straight into the message's buffer): each time the consumer gets
+/// the whole body intact or nothing, ends with a connection error, and the
+/// message stays in the queue for the next consumer.
+#[tokio::test]
+async fn a_connection_cut_inside_a_large_body_delivers_nothing_partial() {
+    const SIZE: usize = 1 << 20;
+    let body: Bytes = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let direct = connect().await;
+    let publisher = direct.open_channel().await.unwrap();
+    let queue = unique("fault-kit-large-cut");
+    publisher
+        .call(QueueDeclare {
+            queue: s(&queue),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    publisher.confirm_select().await.unwrap();
+    let confirm = publisher
+        .publish(
+            BasicPublish {
+                routing_key: s(&queue),
+                ..Default::default()
+            },
+            BasicProperties::default(),
+            body.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(confirm.await, amqp_conn::Confirmation::Ack));
+
+    let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
+    let config = ConnectionConfig::from_url(&proxy.url())
+        .unwrap()
+        .with_connection_timeout(Duration::from_secs(5));
+    // Returns the body if it arrived (then rejects it back to the queue).
+    let consume_once = |cut: bool| {
+        let config = config.clone();
+        let queue = queue.clone();
+        async move {
+            let opened = async { Connection::open(config).await?.open_channel().await };
+            let channel = match opened.await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    // Cut before the consumer started (a point too early).
+                    assert!(cut && error.is_connection_error(), "{error:?}");
+                    return None;
+                }
+            };
+            let connection = channel.connection();
+            let mut consumer = channel
+                .consume(
+                    amqp_wire::BasicConsume {
+                        queue: s(&queue),
+                        ..Default::default()
+                    },
+                    1,
+                )
+                .await;
+            let got = match consumer.as_mut() {
+                Ok(consumer) => tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                    .await
+                    .expect("the delivery or the end within 10 s"),
+                Err(error) => {
+                    assert!(error.is_connection_error(), "{error:?}");
+                    None
+                }
+            };
+            if let Ok(consumer) = &consumer {
+                if got.is_none() {
+                    let end = consumer.end();
+                    assert!(
+                        matches!(&end, Some(amqp_conn::ConsumerEnd::Closed(e)) if e.is_connection_error()),
+                        "{end:?}"
+                    );
+                }
+            }
+            if !cut {
+                let d = got.as_ref().expect("a delivery without a cut");
+                channel.reject(d.delivery_tag, true).unwrap();
+                connection.close().await.unwrap();
+            }
+            got.map(|d| d.body)
+        }
+    };
+    // A clean run first: how many bytes reach the client up to the end of
+    // the message.
+    let before = proxy.bytes_forwarded(Direction::BrokerToClient);
+    assert!(consume_once(false).await.is_some());
+    let through = proxy.bytes_forwarded(Direction::BrokerToClient) - before;
+    // The message's frames end the run but for the close-ok (12 bytes):
+    // the deliver and header frames (about 150 bytes) and the body in 9
+    // frames (8 bytes each besides the payload).
+    let body_end = through - 12;
+    let body_start = body_end - SIZE as u64 - 9 * 8;
+    let message_start = body_start - 150;
+    let mut points: Vec<u64> = (0..=16)
+        .map(|i| message_start + i * (SIZE as u64 / 16))
+        .collect();
+    // Around the first body frame boundaries.
+    for frame in 1..3u64 {
+        let boundary = body_start + frame * 131_072;
+        points.extend([
+            boundary - 9,
+            boundary - 1,
+            boundary,
+            boundary + 1,
+            boundary + 8,
+        ]);
+    }
+    // Waits until the broker has taken the message back from a cut
+    // connection.
+    let requeued = || async {
+        for _ in 0..100 {
+            let ok = publisher
+                .call(QueueDeclare {
+                    queue: s(&queue),
+                    passive: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if ok.message_count == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the message is back in the queue within 5 s");
+    };
+    // Just after the message: it arrives whole, then the socket ends.
+    points.extend([body_end, body_end + 4]);
+    let (mut whole, mut nothing) = (0, 0);
+    for cut_at in points {
+        requeued().await;
+        proxy.cut_after_bytes(cut_at, Direction::BrokerToClient);
+        match consume_once(true).await {
+            Some(got) => {
+                assert!(got == body, "cut at {cut_at}: the body arrived intact");
+                whole += 1;
+            }
+            None => nothing += 1,
+        }
+        proxy.clear_cut_after_bytes();
+    }
+    assert!(
+        nothing >= 20 && whole >= 1,
+        "cuts inside the message and after it: {nothing} gave nothing, {whole} the whole body"
+    );
+    // Still in the queue, intact.
+    requeued().await;
+    let got = publisher
+        .get(amqp_wire::BasicGet {
+            queue: s(&queue),
+            no_ack: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .expect("the message is still queued");
+    assert!(got.body == body);
+    publisher
+        .call(amqp_wire::QueueDelete {
+            queue: s(&queue),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    direct.close().await.unwrap();
+}

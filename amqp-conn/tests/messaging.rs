@@ -278,6 +278,115 @@ async fn a_16_mib_message_crosses_many_body_frames_intact() {
     connection.close().await.unwrap();
 }
 
+/// A body of `len` bytes that says which message it is.
+fn numbered_body(seq: u32, len: usize) -> Bytes {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(seq).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Bodies of one frame and of many, around the frame boundaries and the
+/// sizes where the connection reads body frames straight into the
+/// message's buffer, on two channels at once (their messages alternate on
+/// the socket), a slow consumer with a buffer of one, and `basic.get`.
+#[tokio::test]
+async fn bodies_of_every_size_arrive_intact_on_channels_consumed_at_once() {
+    const PAYLOAD: usize = 131_072 - 8;
+    let sizes = [
+        0,
+        1,
+        32 * 1024,
+        PAYLOAD - 1,
+        PAYLOAD,
+        PAYLOAD + 1,
+        2 * PAYLOAD,
+        256 * 1024,
+        1024 * 1024 + 7,
+        3,
+        3 * PAYLOAD - 5,
+    ];
+    let connection = connect().await;
+    let publisher = connection.open_channel().await.unwrap();
+    publisher.confirm_select().await.unwrap();
+    let queues = [
+        fresh_queue(&publisher, "sizes-a").await,
+        fresh_queue(&publisher, "sizes-b").await,
+    ];
+    for round in 0..2u32 {
+        for (seq, &len) in sizes.iter().enumerate() {
+            for queue in &queues {
+                let confirm = publisher
+                    .publish(
+                        BasicPublish {
+                            routing_key: s(queue),
+                            ..Default::default()
+                        },
+                        BasicProperties::default(),
+                        numbered_body(round * 100 + seq as u32, len),
+                    )
+                    .await
+                    .unwrap();
+                assert!(matches!(confirm.await, Confirmation::Ack));
+            }
+        }
+    }
+    // The first round by basic.get on the first queue.
+    for (seq, &len) in sizes.iter().enumerate() {
+        let got = publisher
+            .get(BasicGet {
+                queue: s(&queues[0]),
+                no_ack: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .expect("a message waits");
+        assert!(
+            got.body == numbered_body(seq as u32, len),
+            "got message {seq} of {len} bytes intact"
+        );
+    }
+    let mut consumers = Vec::new();
+    for (i, queue) in queues.iter().enumerate() {
+        let channel = connection.open_channel().await.unwrap();
+        let consumer = channel
+            .consume(
+                BasicConsume {
+                    queue: s(queue),
+                    no_ack: true,
+                    ..Default::default()
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        let rounds = if i == 0 { 1..2 } else { 0..2 };
+        consumers.push(tokio::spawn(async move {
+            let mut consumer = consumer;
+            for round in rounds {
+                for (seq, &len) in sizes.iter().enumerate() {
+                    let d = recv(&mut consumer).await;
+                    assert!(
+                        d.body == numbered_body(round * 100 + seq as u32, len),
+                        "message {seq} of round {round} ({len} bytes) intact"
+                    );
+                    // A slow consumer: the connection waits for room.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            drop(channel);
+        }));
+    }
+    for consumer in consumers {
+        consumer.await.unwrap();
+    }
+    for queue in &queues {
+        delete_queue(&publisher, queue).await;
+    }
+    connection.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn dropping_the_last_handle_closes_the_connection() {
     let name = unique("dropped");

@@ -443,6 +443,61 @@ impl BodyAssembler {
         Ok(Some(self.take()))
     }
 
+    /// Body bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.expected - self.received
+    }
+
+    /// Lends the buffer the body is joined in (reserved at the announced
+    /// size, holding what arrived so far) to a reader that reads body
+    /// frame payloads from its source straight into it, rather than into
+    /// its frame buffer and then here: for a body of many frames that
+    /// saves the one copy. Append at most [`remaining`](Self::remaining)
+    /// bytes, then hand it back with [`give_back`](Self::give_back).
+    ///
+    /// ```
+    /// use amqp_wire::BodyAssembler;
+    /// use bytes::Bytes;
+    ///
+    /// let mut body = BodyAssembler::new(5, 1 << 20).unwrap();
+    /// body.push(Bytes::from_static(b"he")).unwrap();
+    /// let mut buffer = body.lend();
+    /// buffer.extend_from_slice(b"llo"); // a read from the socket
+    /// assert_eq!(body.give_back(buffer).unwrap(), Some(Bytes::from_static(b"hello")));
+    /// ```
+    pub fn lend(&mut self) -> BytesMut {
+        match (self.joined.take(), self.first.take()) {
+            (Some(joined), _) => joined,
+            (None, first) => {
+                // `expected` was checked against the caller's limit.
+                let mut joined = BytesMut::with_capacity(self.expected as usize);
+                if let Some(first) = first {
+                    joined.extend_from_slice(&first);
+                }
+                joined
+            }
+        }
+    }
+
+    /// Takes back the buffer [`lend`](Self::lend) gave, with what was
+    /// appended to it; returns the whole body once complete.
+    pub fn give_back(&mut self, buffer: BytesMut) -> Result<Option<Bytes>, BodyError> {
+        let received = buffer.len() as u64;
+        if received > self.expected {
+            return Err(BodyError::Overrun {
+                expected: self.expected,
+                received,
+            });
+        }
+        self.received = received;
+        self.first = None;
+        self.joined = Some(buffer);
+        if !self.is_complete() {
+            return Ok(None);
+        }
+        Ok(Some(self.take()))
+    }
+
     /// The whole body of an empty message, or whatever arrived so far.
     pub fn take(&mut self) -> Bytes {
         match (self.joined.take(), self.first.take()) {

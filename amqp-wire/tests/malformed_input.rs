@@ -437,6 +437,17 @@ fn body_frames_that_disagree_with_the_content_header() {
             received: 5
         })
     );
+    // The same through a lent buffer.
+    let mut body = BodyAssembler::new(4, 1 << 20).unwrap();
+    let mut buffer = body.lend();
+    buffer.extend_from_slice(b"abcde");
+    assert_eq!(
+        body.give_back(buffer),
+        Err(BodyError::Overrun {
+            expected: 4,
+            received: 5
+        })
+    );
     // A header announcing more than the receiver accepts is refused before
     // anything is reserved for it.
     assert_eq!(

@@ -72,6 +72,7 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..20_000),
         frame_max in 4096u32..9000,
         properties in arb_properties(),
+        lent in any::<u64>(),
     ) {
         let publish = BasicPublish { routing_key: ShortString::from_static("rk"), mandatory: true, ..Default::default() };
         let mut buf = BytesMut::new();
@@ -101,10 +102,21 @@ proptest! {
         prop_assert_eq!(&*header.properties, &properties);
         let mut assembler = BodyAssembler::new(header.body_size, u64::MAX).unwrap();
         let mut whole = if assembler.is_complete() { Some(assembler.take()) } else { None };
+        // Frames pushed, or read straight into the lent buffer (bit n of
+        // `lent` for frame n): the same body either way.
+        let mut n = 0;
         while let Some(frame) = Frame::decode(&mut buf, frame_max).unwrap() {
             let Frame::Body { channel: 3, payload } = frame else { panic!("expected a body frame") };
             prop_assert!(payload.len() + FRAME_OVERHEAD <= frame_max as usize);
-            whole = assembler.push(payload).unwrap();
+            prop_assert!(payload.len() as u64 <= assembler.remaining());
+            whole = if lent >> (n % 64) & 1 == 1 {
+                let mut buffer = assembler.lend();
+                buffer.extend_from_slice(&payload);
+                assembler.give_back(buffer).unwrap()
+            } else {
+                assembler.push(payload).unwrap()
+            };
+            n += 1;
         }
         prop_assert_eq!(whole.expect("complete body"), Bytes::from(body));
     }

@@ -11,7 +11,7 @@ use amqp_wire::{
     BasicReturn, BodyAssembler, ChannelClose, ChannelCloseOk, ChannelFlowOk, ChannelOpen,
     ConfirmSelect, ContentHeader, Frame, Method, ReplyCode, ShortString,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use crate::delivery_queue::TrySendError;
@@ -1069,6 +1069,45 @@ impl ChannelState {
         match body.push(payload)? {
             Some(body) => Ok(self.complete(body, out, stall)),
             None => Ok(FrameOutcome::default()),
+        }
+    }
+
+    /// Lends the buffer of the body arriving on this channel to a reader
+    /// that reads a body frame of `len` bytes straight into it (see
+    /// [`BodyAssembler::lend`]); `None` unless the channel is open and
+    /// waits for at least `len` more body bytes. With the buffer comes
+    /// the count of body bytes still to come, this frame's included.
+    pub(crate) fn lend_body_buffer(&mut self, len: usize) -> Option<(BytesMut, u64)> {
+        if matches!(self.phase, ChannelPhase::Closing { .. }) {
+            return None;
+        }
+        let body = self.incoming.as_mut()?.body.as_mut()?;
+        let remaining = body.remaining();
+        (remaining >= len as u64).then(|| (body.lend(), remaining))
+    }
+
+    /// A body frame was read straight into the lent `buffer` (its payload
+    /// is `buffer[start..]`): the buffer goes back to the body, or, if the
+    /// message is no longer waited for (the channel closed meanwhile), the
+    /// payload is handled as any body frame.
+    pub(crate) fn body_read_directly(
+        &mut self,
+        mut buffer: BytesMut,
+        start: usize,
+        out: &mut WriteQueue,
+        stall: &mut Option<Stall>,
+    ) -> Result<FrameOutcome> {
+        let closing = matches!(self.phase, ChannelPhase::Closing { .. });
+        match self.incoming.as_mut().and_then(|i| i.body.as_mut()) {
+            Some(body) if !closing => match body.give_back(buffer)? {
+                Some(body) => Ok(self.complete(body, out, stall)),
+                None => Ok(FrameOutcome::default()),
+            },
+            _ => {
+                let payload = buffer.split_off(start).freeze();
+                let channel = self.r.id;
+                self.handle_frame(Frame::Body { channel, payload }, out, stall)
+            }
         }
     }
 

@@ -27,10 +27,11 @@ use crate::error::{CloseReason, Error, Initiator, Result};
 use crate::events::{ConnectionEvent, EventSender};
 use crate::message::Delivery;
 use crate::tuning::Tuning;
+use bytes::BytesMut;
 use channel::CloseStarted;
 
-use channel::ChannelChange;
 pub(crate) use channel::{lock as lock_settlements, ChannelState};
+use channel::{ChannelChange, FrameOutcome};
 use channel_ids::ChannelIds;
 pub(crate) use confirms::ConfirmTracker;
 pub(crate) use heartbeat::{Heartbeat, HeartbeatAction};
@@ -605,18 +606,70 @@ impl ConnectionState {
     }
 
     fn channel_frame(&mut self, frame: Frame, now: Instant) -> Result<()> {
-        let id = frame.channel();
+        let (id, name) = (frame.channel(), frame_name(&frame));
+        self.channel_input(id, name, now, |channel, out, stall| {
+            channel.handle_frame(frame, out, stall)
+        })
+    }
+
+    /// Lends the buffer of the body arriving on `channel` to the driver,
+    /// to read a body frame of `len` bytes straight into it: see
+    /// [`ChannelState::lend_body_buffer`].
+    pub(crate) fn lend_body_buffer(&mut self, channel: u16, len: usize) -> Option<(BytesMut, u64)> {
+        if self.stall.is_some() || !self.is_open() {
+            return None;
+        }
+        self.channels
+            .get_mut(usize::from(channel))?
+            .as_mut()?
+            .lend_body_buffer(len)
+    }
+
+    /// A whole body frame was read straight into `buffer` (lent by
+    /// [`ConnectionState::lend_body_buffer`]; the payload is
+    /// `buffer[start..]`): as [`ConnectionState::handle_frame`] for it.
+    pub(crate) fn body_read_directly(
+        &mut self,
+        channel: u16,
+        buffer: BytesMut,
+        start: usize,
+        now: Instant,
+    ) {
+        if let Some(hb) = &mut self.heartbeat {
+            hb.on_read(now);
+        }
+        let result = self.channel_input(channel, "body frame", now, |channel, out, stall| {
+            channel.body_read_directly(buffer, start, out, stall)
+        });
+        if let Err(error) = result {
+            self.fail(error, now);
+        }
+    }
+
+    /// Hands a frame (or a body frame read directly) to its channel, then
+    /// applies what it changed.
+    fn channel_input(
+        &mut self,
+        id: u16,
+        name: &'static str,
+        now: Instant,
+        input: impl FnOnce(
+            &mut ChannelState,
+            &mut WriteQueue,
+            &mut Option<Stall>,
+        ) -> Result<FrameOutcome>,
+    ) -> Result<()> {
         let Some(Some(channel)) = self.channels.get_mut(usize::from(id)) else {
             if !self.is_open() {
                 return Ok(());
             }
             return Err(Error::UnexpectedFrame {
                 channel: id,
-                got: frame_name(&frame),
+                got: name,
                 state: "the channel is not open",
             });
         };
-        let outcome = channel.handle_frame(frame, &mut self.out, &mut self.stall)?;
+        let outcome = input(channel, &mut self.out, &mut self.stall)?;
         if let Some(changes) = take_changes(channel) {
             self.apply_changes(id, changes);
         }
