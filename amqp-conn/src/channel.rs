@@ -96,7 +96,7 @@ pub(crate) fn settle(
     };
     send(Command::Cast {
         channel: r,
-        method,
+        method: method.into(),
         merge,
     })
 }
@@ -265,7 +265,7 @@ impl Channel {
         };
         self.inner.send(Command::Call {
             channel: self.inner.r,
-            method: request.into(),
+            method: Box::new(request.into()),
             reply,
         })?;
         let method = rx.await.map_err(|_| self.inner.closed_error())??;
@@ -286,7 +286,7 @@ impl Channel {
         let (reply, _) = oneshot::channel();
         self.inner.send(Command::Call {
             channel: self.inner.r,
-            method: request.into(),
+            method: Box::new(request.into()),
             reply: Reply::Method(reply),
         })
     }
@@ -299,9 +299,10 @@ impl Channel {
         if !request.nowait() {
             return Err(Error::NowaitRequest { method: R::NAME });
         }
+        let method: Method = request.into();
         self.inner.send(Command::Cast {
             channel: self.inner.r,
-            method: request.into(),
+            method: method.into(),
             merge: false,
         })
     }
@@ -435,7 +436,7 @@ impl Channel {
         let (reply, tag_rx) = oneshot::channel();
         self.inner.send(Command::Call {
             channel: self.inner.r,
-            method: consume.into(),
+            method: Box::new(consume.into()),
             reply: Reply::Consume { sink, reply },
         })?;
         let tag = tag_rx.await.map_err(|_| self.inner.closed_error())??;
@@ -451,7 +452,7 @@ impl Channel {
         let (reply, rx) = oneshot::channel();
         self.inner.send(Command::Call {
             channel: self.inner.r,
-            method: get.into(),
+            method: Box::new(get.into()),
             reply: Reply::Get(reply),
         })?;
         rx.await.map_err(|_| self.inner.closed_error())?

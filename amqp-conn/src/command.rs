@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use amqp_wire::{BasicPublish, Method, ShortString};
+use amqp_wire::{BasicAck, BasicNack, BasicPublish, BasicReject, Method, ShortString};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -122,7 +122,10 @@ pub(crate) enum Command {
     /// channel go out one at a time, in order.
     Call {
         channel: ChannelRef,
-        method: Method,
+        /// Boxed: requests are few, and a command's size is what every
+        /// publish moves through the queue (and what the queue reserves
+        /// for each of its slots).
+        method: Box<Method>,
         reply: Reply,
     },
     /// Send a method that has no reply: an ack, nack or reject already
@@ -131,7 +134,7 @@ pub(crate) enum Command {
     /// or a request with `nowait` set.
     Cast {
         channel: ChannelRef,
-        method: Method,
+        method: CastMethod,
         merge: bool,
     },
     /// Close a channel (`None` reply: the last handle was dropped).
@@ -149,6 +152,39 @@ pub(crate) enum Command {
         text: String,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
+}
+
+/// The method of a [`Command::Cast`]: settlements inline (one per
+/// delivery: no allocation), anything else boxed, so that the command
+/// stays small.
+#[derive(Debug)]
+pub(crate) enum CastMethod {
+    Ack(BasicAck),
+    Nack(BasicNack),
+    Reject(BasicReject),
+    Other(Box<Method>),
+}
+
+impl From<Method> for CastMethod {
+    fn from(method: Method) -> Self {
+        match method {
+            Method::BasicAck(ack) => CastMethod::Ack(ack),
+            Method::BasicNack(nack) => CastMethod::Nack(nack),
+            Method::BasicReject(reject) => CastMethod::Reject(reject),
+            other => CastMethod::Other(Box::new(other)),
+        }
+    }
+}
+
+impl From<CastMethod> for Method {
+    fn from(method: CastMethod) -> Self {
+        match method {
+            CastMethod::Ack(ack) => ack.into(),
+            CastMethod::Nack(nack) => nack.into(),
+            CastMethod::Reject(reject) => reject.into(),
+            CastMethod::Other(method) => *method,
+        }
+    }
 }
 
 /// A message to publish.
@@ -206,5 +242,21 @@ impl Command {
             | Command::CloseChannel { .. }
             | Command::CloseConnection { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_command_is_no_larger_than_a_publish() {
+        // What every publish moves through the queue, and what the queue
+        // reserves per slot (32 slots per block, one block per
+        // connection at least).
+        let command = std::mem::size_of::<super::Command>();
+        let publish = std::mem::size_of::<super::PublishCommand>();
+        assert!(
+            command <= publish + 8,
+            "{command} bytes, a publish {publish}"
+        );
     }
 }

@@ -45,7 +45,9 @@ pub(crate) struct ConnectionInner {
     /// Set by the task when it ends.
     pub(crate) closed: Arc<OnceLock<Error>>,
     pub(crate) tuning: Tuning,
-    server_properties: FieldTable,
+    /// Encoded; decoded into `server_properties_table` when asked for.
+    server_properties: bytes::Bytes,
+    server_properties_table: OnceLock<FieldTable>,
     pub(crate) max_body_size: u64,
     /// Server-named queues declared again under a new name.
     renames: crate::state::QueueRenames,
@@ -328,6 +330,7 @@ impl Connection {
                 closed,
                 tuning: opened.tuning,
                 server_properties: opened.server_properties,
+                server_properties_table: OnceLock::new(),
                 max_body_size: config.max_body_size,
                 renames,
                 robust: config.reconnect.is_some(),
@@ -465,6 +468,10 @@ impl Connection {
 
     /// What the broker said about itself (product, version, capabilities).
     pub fn server_properties(&self) -> &FieldTable {
-        &self.inner.server_properties
+        let inner = &self.inner;
+        inner.server_properties_table.get_or_init(|| {
+            // Encoded by the handshake from a table it decoded.
+            amqp_wire::decode_field_table(&inner.server_properties).unwrap_or_default()
+        })
     }
 }

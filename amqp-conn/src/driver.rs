@@ -38,7 +38,7 @@ use crate::transport::Transport;
 /// one reads 64 KiB at a time.
 const READ_RESERVE: usize = 64 * 1024;
 /// Read buffer: room reserved before each read, at first.
-const READ_RESERVE_MIN: usize = 8 * 1024;
+const READ_RESERVE_MIN: usize = 2 * 1024;
 /// Read buffer of the handshake: its frames are small, and the driver's
 /// buffer is made when the connection is open.
 const HANDSHAKE_READ: usize = 4096;
@@ -202,7 +202,13 @@ impl Driver {
     ) -> Self {
         Driver {
             transport: Some(transport),
-            read,
+            // A buffer the handshake left empty is not kept: the first read
+            // reserves one.
+            read: if read.is_empty() {
+                BytesMut::new()
+            } else {
+                read
+            },
             state,
             commands,
             publish_permits,
@@ -225,7 +231,7 @@ impl Driver {
     }
 
     /// Runs until the connection is over; returns why it ended.
-    pub(crate) async fn run(mut self) -> Error {
+    pub(crate) async fn run(mut self: Box<Self>) -> Error {
         let error = poll_fn(|cx| self.poll(cx)).await;
         self.publish_permits.close();
         error
@@ -702,6 +708,10 @@ fn reconnectable(error: &Error) -> bool {
 
 /// Keeps the connection's close reason for handles created later.
 pub(crate) fn spawn(driver: Driver, closed: Arc<std::sync::OnceLock<Error>>, span: tracing::Span) {
+    // Boxed: the task's future is then a pointer and the driver is
+    // allocated once at its size (inline, the future took about three
+    // times its size).
+    let driver = Box::new(driver);
     tokio::spawn(
         async move {
             let error = driver.run().await;

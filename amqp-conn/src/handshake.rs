@@ -36,8 +36,9 @@ enum Stage {
 pub(crate) struct Opened {
     /// The negotiated limits.
     pub(crate) tuning: Tuning,
-    /// What the broker said about itself in `connection.start`.
-    pub(crate) server_properties: FieldTable,
+    /// What the broker said about itself in `connection.start`, encoded
+    /// (see [`encoded`]).
+    pub(crate) server_properties: bytes::Bytes,
 }
 
 /// The handshake state machine.
@@ -152,7 +153,7 @@ impl<'a> Handshake<'a> {
                 self.stage = Stage::Done;
                 Ok(Some(Opened {
                     tuning: self.tuning.expect("tuned before open"),
-                    server_properties: std::mem::take(&mut self.server_properties),
+                    server_properties: encoded(&self.server_properties),
                 }))
             }
             (_, Method::ConnectionClose(close)) => {
@@ -286,6 +287,18 @@ impl<'a> Handshake<'a> {
             state: self.state_name(),
         }
     }
+}
+
+/// The table encoded in a buffer of its own, decoded when asked for
+/// ([`Connection::server_properties`](crate::Connection::server_properties)):
+/// as decoded, its strings are slices of the handshake's read buffer,
+/// which they would keep alive (4 KiB or more, for as long as the
+/// connection lives), and the decoded entries take twice the encoded
+/// size.
+fn encoded(table: &FieldTable) -> bytes::Bytes {
+    let mut buf = bytes::BytesMut::with_capacity(4 + table.encoded_len());
+    amqp_wire::encode_field_table(&mut buf, table);
+    buf.freeze()
 }
 
 #[cfg(test)]

@@ -584,7 +584,7 @@ impl ChannelState {
             .filter(|(_, reply)| !matches!(reply, Reply::Recovery))
             .map(|(method, reply)| Command::Call {
                 channel: self.r,
-                method,
+                method: Box::new(method),
                 reply,
             })
             .collect();
@@ -945,6 +945,11 @@ impl ChannelState {
             return Err(self.unexpected(method.name()));
         }
         let (request, reply) = self.calls.pop_front().expect("checked above");
+        if self.calls.is_empty() {
+            // Requests come in bursts (setting up, closing): a channel
+            // that has none waiting keeps no room for them.
+            self.calls = VecDeque::new();
+        }
         self.in_flight = false;
         let restored = match &reply {
             Reply::Recovery | Reply::NotRestored(_) => false,

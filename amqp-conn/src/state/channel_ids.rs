@@ -1,9 +1,11 @@
 //! Channel number allocation within channel_max, reusing freed numbers.
 
-/// Which channel numbers (1..=channel_max) are in use.
+/// Which channel numbers (1..=channel_max) are in use: one bit each
+/// (256 bytes for 2,047 channels).
 #[derive(Debug)]
 pub(crate) struct ChannelIds {
-    in_use: Vec<bool>,
+    in_use: Vec<u64>,
+    channel_max: u16,
     /// Where the next search starts: numbers are handed out in rising
     /// order and wrap around, so a just-freed number is not reused at
     /// once (late frames for the old channel cannot be mistaken).
@@ -13,23 +15,38 @@ pub(crate) struct ChannelIds {
 impl ChannelIds {
     pub(crate) fn new(channel_max: u16) -> Self {
         ChannelIds {
-            in_use: vec![false; usize::from(channel_max) + 1],
+            in_use: vec![0; (usize::from(channel_max) + 1).div_ceil(64)],
+            channel_max,
             next: 1,
         }
     }
 
     pub(crate) fn channel_max(&self) -> u16 {
-        (self.in_use.len() - 1) as u16
+        self.channel_max
+    }
+
+    fn is_used(&self, id: u16) -> bool {
+        self.in_use[usize::from(id / 64)] & (1 << (id % 64)) != 0
+    }
+
+    fn set(&mut self, id: u16, used: bool) {
+        let (word, bit) = (&mut self.in_use[usize::from(id / 64)], 1u64 << (id % 64));
+        if used {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
     }
 
     /// A free number, or `None` when all are in use.
     pub(crate) fn allocate(&mut self) -> Option<u16> {
-        let max = self.channel_max();
+        let max = u32::from(self.channel_max);
         for offset in 0..max {
-            let id = (self.next - 1 + offset) % max + 1;
-            if !self.in_use[usize::from(id)] {
-                self.in_use[usize::from(id)] = true;
-                self.next = id % max + 1;
+            // In u32: with channel_max 65,535 the sum passes u16::MAX.
+            let id = ((u32::from(self.next) - 1 + offset) % max + 1) as u16;
+            if !self.is_used(id) {
+                self.set(id, true);
+                self.next = (u32::from(id) % max + 1) as u16;
                 return Some(id);
             }
         }
@@ -39,18 +56,16 @@ impl ChannelIds {
     /// Takes a specific number; false when it is 0, above channel_max or
     /// in use.
     pub(crate) fn take(&mut self, id: u16) -> bool {
-        match self.in_use.get_mut(usize::from(id)) {
-            Some(used) if id != 0 && !*used => {
-                *used = true;
-                true
-            }
-            _ => false,
+        if id == 0 || id > self.channel_max || self.is_used(id) {
+            return false;
         }
+        self.set(id, true);
+        true
     }
 
     pub(crate) fn release(&mut self, id: u16) {
-        if let Some(used) = self.in_use.get_mut(usize::from(id)) {
-            *used = false;
+        if id <= self.channel_max {
+            self.set(id, false);
         }
     }
 }
@@ -91,5 +106,20 @@ mod tests {
         assert_eq!(ids.allocate(), Some(2));
         assert_eq!(ids.allocate(), Some(3));
         assert_eq!(ids.allocate(), Some(5));
+    }
+
+    #[test]
+    fn every_number_up_to_the_largest_channel_max() {
+        let mut ids = ChannelIds::new(u16::MAX);
+        for id in 1..=u16::MAX {
+            assert_eq!(ids.allocate(), Some(id));
+        }
+        assert_eq!(ids.allocate(), None);
+        ids.release(u16::MAX);
+        ids.release(64);
+        assert!(!ids.take(63), "in use");
+        // The search wrapped around to 1.
+        assert_eq!(ids.allocate(), Some(64));
+        assert_eq!(ids.allocate(), Some(u16::MAX));
     }
 }

@@ -378,7 +378,7 @@ impl ConnectionState {
                 method,
                 reply,
             } => match find(&mut self.channels, channel) {
-                Some(ch) => ch.call(method, reply, &mut self.out),
+                Some(ch) => ch.call(*method, reply, &mut self.out),
                 None => reply.fail(self.channel_gone(channel)),
             },
             Command::Cast {
@@ -387,7 +387,7 @@ impl ConnectionState {
                 merge,
             } => {
                 if let Some(ch) = find(&mut self.channels, channel) {
-                    ch.cast(&method, merge, &mut self.out);
+                    ch.cast(&method.into(), merge, &mut self.out);
                     if let Some(changes) = take_changes(ch) {
                         self.apply_changes(channel.id, changes);
                     }

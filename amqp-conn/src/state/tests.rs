@@ -176,7 +176,7 @@ impl Harness {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Call {
             channel,
-            method: method.into(),
+            method: Box::new(method.into()),
             reply: Reply::Method(reply),
         });
         rx
@@ -242,11 +242,13 @@ impl Harness {
         let (reply, mut tag_rx) = oneshot::channel();
         self.command(Command::Call {
             channel,
-            method: BasicConsume {
-                queue: s(queue),
-                ..Default::default()
-            }
-            .into(),
+            method: Box::new(
+                BasicConsume {
+                    queue: s(queue),
+                    ..Default::default()
+                }
+                .into(),
+            ),
             reply: Reply::Consume {
                 sink: ConsumerSink {
                     deliveries: tx,
@@ -575,13 +577,13 @@ async fn basic_get_with_content_and_get_empty() {
     let (reply, mut first) = oneshot::channel();
     h.command(Command::Call {
         channel: ch,
-        method: BasicGet::default().into(),
+        method: Box::new(BasicGet::default().into()),
         reply: Reply::Get(reply),
     });
     let (reply, mut second) = oneshot::channel();
     h.command(Command::Call {
         channel: ch,
-        method: BasicGet::default().into(),
+        method: Box::new(BasicGet::default().into()),
         reply: Reply::Get(reply),
     });
     assert_eq!(h.sent_methods(), [(ch.id, "basic.get")]);
@@ -656,7 +658,7 @@ async fn every_pending_waiter_resolves_when_the_broker_closes_the_connection() {
     let c = h.open_channel();
     h.command(Command::Call {
         channel: c,
-        method: BasicGet::default().into(),
+        method: Box::new(BasicGet::default().into()),
         reply: Reply::Get(reply),
     });
     let (reply, mut opening) = oneshot::channel();

@@ -13,7 +13,7 @@ use crate::command::ChannelRef;
 
 /// Capacity the encode buffer starts with: a connection that sends a few
 /// requests never needs more.
-const BUFFER_MIN: usize = 8 * 1024;
+const BUFFER_MIN: usize = 2 * 1024;
 /// Capacity the encode buffer grows to, doubling each time a buffer fills
 /// up, and shrinks back to after a burst of large frames.
 const BUFFER_CAPACITY: usize = 64 * 1024;
