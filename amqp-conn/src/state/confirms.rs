@@ -273,6 +273,46 @@ mod tests {
         assert_eq!(outcome(&mut mandatory), Some("returned"));
     }
 
+    /// Random publishes and confirms (single, multiple, repeated, out of
+    /// order, unknown tags) against a plain map of what each publish got.
+    #[test]
+    fn any_order_of_confirms_resolves_what_a_map_of_publishes_says() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        for _ in 0..200 {
+            let mut t = ConfirmTracker::new();
+            let mut receivers = Vec::new();
+            // seq -> Some(nack) once confirmed.
+            let mut model: std::collections::BTreeMap<u64, Option<bool>> = Default::default();
+            for _ in 0..60 {
+                if next(3) == 0 {
+                    receivers.push(publish(&mut t, false));
+                    model.insert(receivers.len() as u64, None);
+                    continue;
+                }
+                let tag = next(receivers.len() as u64 + 3);
+                let (multiple, nack) = (next(2) == 0, next(4) == 0);
+                t.on_confirm(tag, multiple, nack);
+                for (&seq, outcome) in model.iter_mut() {
+                    if outcome.is_none() && (seq == tag || (multiple && seq <= tag)) {
+                        *outcome = Some(nack);
+                    }
+                }
+                let unconfirmed = model.values().filter(|o| o.is_none()).count();
+                assert_eq!(t.unconfirmed(), unconfirmed);
+            }
+            for (rx, (seq, expected)) in receivers.iter_mut().zip(model) {
+                let expected = expected.map(|nack| if nack { "nack" } else { "ack" });
+                assert_eq!(outcome(rx), expected, "publish {seq}");
+            }
+        }
+    }
+
     #[test]
     fn closing_makes_every_unconfirmed_publish_indeterminate() {
         let mut t = ConfirmTracker::new();
