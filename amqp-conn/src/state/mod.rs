@@ -8,6 +8,7 @@ mod channel;
 mod channel_ids;
 mod confirms;
 mod heartbeat;
+mod holding;
 mod recovery;
 pub(crate) mod topology;
 mod write_queue;
@@ -35,6 +36,7 @@ use channel::{ChannelChange, FrameOutcome};
 use channel_ids::ChannelIds;
 pub(crate) use confirms::ConfirmTracker;
 pub(crate) use heartbeat::{Heartbeat, HeartbeatAction};
+use holding::HoldingQueue;
 use topology::Topology;
 pub(crate) use write_queue::WriteQueue;
 
@@ -98,7 +100,7 @@ pub(crate) struct ConnectionState {
     pub(crate) stall: Option<Stall>,
     close_waiters: Vec<oneshot::Sender<Result<()>>>,
     /// Channels with held commands, in turn order.
-    holding: VecDeque<ChannelRef>,
+    holding: HoldingQueue,
     /// Channels whose close waits for confirms, and until when.
     draining_channels: Vec<(ChannelRef, Instant)>,
     /// The application asked to close the connection: `connection.close`
@@ -166,7 +168,7 @@ impl ConnectionState {
             phase: ConnectionPhase::Open,
             stall: None,
             close_waiters: Vec::new(),
-            holding: VecDeque::new(),
+            holding: HoldingQueue::default(),
             draining_channels: Vec::new(),
             draining: None,
             publishes_received: 0,
@@ -230,10 +232,8 @@ impl ConnectionState {
         let held: usize = self
             .holding
             .iter()
-            .filter_map(|r| {
-                let channel = self.channels.get(usize::from(r.id))?.as_ref()?;
-                (channel.generation == r.generation).then(|| channel.held_publishes())
-            })
+            .filter_map(|id| self.channels.get(usize::from(id))?.as_ref())
+            .map(|channel| channel.held_publishes())
             .sum();
         self.publishes_received - held as u64
     }
@@ -326,9 +326,7 @@ impl ConnectionState {
         let Some(channel) = find(&mut self.channels, r) else {
             return Some(command);
         };
-        if !channel.has_held() && !self.holding.contains(&r) {
-            self.holding.push_back(r);
-        }
+        self.holding.push(r.id);
         channel.hold(command);
         None
     }
@@ -339,11 +337,11 @@ impl ConnectionState {
         if self.waiting_for_recovery() {
             return;
         }
-        while let Some(&r) = self.holding.front() {
+        while let Some(id) = self.holding.front() {
             let mut turn = 0;
             loop {
                 let can_publish = self.can_publish();
-                let Some(channel) = find(&mut self.channels, r) else {
+                let Some(Some(channel)) = self.channels.get_mut(usize::from(id)) else {
                     break;
                 };
                 let Some(command) = channel.next_held() else {
@@ -361,8 +359,10 @@ impl ConnectionState {
                 }
             }
             self.holding.pop_front();
-            if find(&mut self.channels, r).is_some_and(|c| c.has_held()) {
-                self.holding.push_back(r);
+            if let Some(Some(channel)) = self.channels.get(usize::from(id)) {
+                if channel.has_held() {
+                    self.holding.push(id);
+                }
             }
         }
         self.check_drained(now);
@@ -687,9 +687,8 @@ impl ConnectionState {
         {
             // Reopened after a close by the broker: what waited goes out
             // once it is open.
-            let r = channel.r();
-            if channel.has_held() && !self.holding.contains(&r) {
-                self.holding.push_back(r);
+            if channel.has_held() {
+                self.holding.push(id);
             }
         }
         if !self.recovery_answers.is_empty() {

@@ -126,14 +126,13 @@ impl ConnectionState {
                 continue;
             };
             let survives = channel.disconnect(&error);
-            let r = channel.r();
             let held = channel.has_held();
             let changes = std::mem::take(&mut channel.changes);
             let id = id as u16;
             self.apply_changes(id, changes);
             if survives {
-                if held && !self.holding.contains(&r) {
-                    self.holding.push_back(r);
+                if held {
+                    self.holding.push(id);
                 }
             } else {
                 self.channels[usize::from(id)] = None;
