@@ -168,6 +168,48 @@ impl Future for PublishConfirm {
     }
 }
 
+/// Why [`Channel::try_publish`] did not queue a message.
+#[derive(Debug)]
+pub enum TryPublishError {
+    /// 1,024 publishes of the connection wait to be written: nothing was
+    /// sent, and the message comes back, to publish with
+    /// [`Channel::publish`] (which waits for room).
+    Full(Box<UnsentMessage>),
+    /// Refused as [`Channel::publish`] refuses it (nothing was sent).
+    Failed(Error),
+}
+
+impl std::fmt::Display for TryPublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TryPublishError::Full(_) => f.write_str(
+                "1,024 publishes of the connection wait to be written: publish again, waiting for room",
+            ),
+            TryPublishError::Failed(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TryPublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TryPublishError::Full(_) => None,
+            TryPublishError::Failed(error) => Some(error),
+        }
+    }
+}
+
+/// A message [`Channel::try_publish`] gave back unsent.
+#[derive(Debug)]
+pub struct UnsentMessage {
+    /// Its `basic.publish`.
+    pub publish: BasicPublish,
+    /// Its properties.
+    pub properties: PublishProperties,
+    /// Its body.
+    pub body: Bytes,
+}
+
 impl Channel {
     pub(crate) fn new(
         r: ChannelRef,
@@ -334,21 +376,7 @@ impl Channel {
         body: Bytes,
     ) -> Result<PublishConfirm> {
         let properties = properties.into();
-        amqp_wire::check_publish_fits(
-            &publish,
-            properties.get(),
-            self.inner.conn.tuning.frame_max,
-        )?;
-        if body.len() as u64 > self.inner.conn.max_body_size {
-            return Err(amqp_wire::BodyError::TooLarge {
-                size: body.len() as u64,
-                limit: self.inner.conn.max_body_size,
-            }
-            .into());
-        }
-        if let Some(error) = self.inner.shared.closed.get() {
-            return Err(error.clone());
-        }
+        self.check_publish(&publish, &properties, &body)?;
         // The publish takes one of the connection's places for publishes
         // in flight; the task gives places back, in batches, once the
         // publishes are out of its hands (encoded or failed). Most
@@ -363,6 +391,86 @@ impl Channel {
                 .forget(),
             Err(TryAcquireError::Closed) => return Err(self.inner.closed_error()),
         }
+        self.queue_publish(publish, properties, body)
+    }
+
+    /// [`Channel::publish`] without waiting: when 1,024 publishes of the
+    /// connection wait to be written, the message comes back in
+    /// [`TryPublishError::Full`] (publish it with [`Channel::publish`],
+    /// which waits for room). For callers that build their own future
+    /// around a publish: the common case needs no future at all.
+    ///
+    /// ```no_run
+    /// # async fn example(channel: amqp_conn::Channel) -> amqp_conn::Result<()> {
+    /// use amqp_conn::TryPublishError;
+    /// use amqp_wire::{BasicProperties, BasicPublish};
+    /// let publish = BasicPublish { routing_key: "tasks".try_into().unwrap(), ..Default::default() };
+    /// let confirm = match channel.try_publish(publish, BasicProperties::default(), "hello".into()) {
+    ///     Ok(confirm) => confirm,
+    ///     Err(TryPublishError::Full(message)) => {
+    ///         channel.publish(message.publish, message.properties, message.body).await?
+    ///     }
+    ///     Err(TryPublishError::Failed(error)) => return Err(error),
+    /// };
+    /// confirm.await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_publish(
+        &self,
+        publish: BasicPublish,
+        properties: impl Into<PublishProperties>,
+        body: Bytes,
+    ) -> std::result::Result<PublishConfirm, TryPublishError> {
+        let properties = properties.into();
+        self.check_publish(&publish, &properties, &body)
+            .map_err(TryPublishError::Failed)?;
+        match self.inner.conn.publish_permits.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => {
+                return Err(TryPublishError::Full(Box::new(UnsentMessage {
+                    publish,
+                    properties,
+                    body,
+                })))
+            }
+            Err(TryAcquireError::Closed) => {
+                return Err(TryPublishError::Failed(self.inner.closed_error()))
+            }
+        }
+        self.queue_publish(publish, properties, body)
+            .map_err(TryPublishError::Failed)
+    }
+
+    /// What refuses a publish before it takes a place: frames that do not
+    /// fit, a body over the limit, a closed channel.
+    fn check_publish(
+        &self,
+        publish: &BasicPublish,
+        properties: &PublishProperties,
+        body: &Bytes,
+    ) -> Result<()> {
+        amqp_wire::check_publish_fits(publish, properties.get(), self.inner.conn.tuning.frame_max)?;
+        if body.len() as u64 > self.inner.conn.max_body_size {
+            return Err(amqp_wire::BodyError::TooLarge {
+                size: body.len() as u64,
+                limit: self.inner.conn.max_body_size,
+            }
+            .into());
+        }
+        if let Some(error) = self.inner.shared.closed.get() {
+            return Err(error.clone());
+        }
+        Ok(())
+    }
+
+    /// Queues a publish that holds a place (see [`Channel::publish`]).
+    fn queue_publish(
+        &self,
+        publish: BasicPublish,
+        properties: PublishProperties,
+        body: Bytes,
+    ) -> Result<PublishConfirm> {
         let (confirm, waiting) = if self.is_confirm_mode() {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some((rx, self.inner.clone())))
@@ -379,7 +487,7 @@ impl Channel {
         if let Err(error) = sent {
             // Not queued (closed, or down with fail_fast): its place goes
             // back.
-            permits.add_permits(1);
+            self.inner.conn.publish_permits.add_permits(1);
             return Err(error);
         }
         Ok(PublishConfirm { waiting })

@@ -85,7 +85,7 @@ mod state;
 mod transport;
 mod tuning;
 
-pub use channel::{Channel, PublishConfirm};
+pub use channel::{Channel, PublishConfirm, TryPublishError, UnsentMessage};
 pub use command::ConsumerEnd;
 pub use config::{
     AuthMechanism, BrokerAddress, ConfigError, ConnectionConfig, Credentials, ReconnectPolicy,

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use amqp_conn::Confirmation as Outcome;
+use amqp_conn::{TryPublishError, UnsentMessage};
 
 use amqp_wire::{
     BasicPublish, ExchangeBind, ExchangeDelete, ExchangeUnbind, FieldTable, ShortString,
@@ -478,6 +479,30 @@ impl<'a> Publish<'a> {
     /// returned, the message is queued and dropping the
     /// `PendingConfirmation` only stops waiting for the broker's answer.
     pub async fn send(self) -> Result<PendingConfirmation> {
+        let on_return_raises = self.exchange.channel.on_return_raises;
+        let channel = &self.exchange.channel.inner;
+        let confirm = match self.try_send()? {
+            Ok(confirm) => confirm,
+            Err(unsent) => {
+                let UnsentMessage {
+                    publish,
+                    properties,
+                    body,
+                } = *unsent;
+                channel.publish(publish, properties, body).await?
+            }
+        };
+        Ok(PendingConfirmation {
+            confirm,
+            on_return_raises,
+        })
+    }
+
+    /// Queues the message if the connection has room for it now; gives it
+    /// back, ready to publish, when it has not.
+    fn try_send(
+        self,
+    ) -> Result<std::result::Result<amqp_conn::PublishConfirm, Box<UnsentMessage>>> {
         let (properties, body) = self.message.into_parts()?;
         let publish = BasicPublish {
             exchange: self.exchange.name.clone(),
@@ -486,12 +511,16 @@ impl<'a> Publish<'a> {
             immediate: self.immediate,
             ..Default::default()
         };
-        let channel = &self.exchange.channel;
-        let confirm = channel.inner.publish(publish, properties, body).await?;
-        Ok(PendingConfirmation {
-            confirm,
-            on_return_raises: channel.on_return_raises,
-        })
+        match self
+            .exchange
+            .channel
+            .inner
+            .try_publish(publish, properties, body)
+        {
+            Ok(confirm) => Ok(Ok(confirm)),
+            Err(TryPublishError::Full(unsent)) => Ok(Err(unsent)),
+            Err(TryPublishError::Failed(error)) => Err(error.into()),
+        }
     }
 
     async fn run(self) -> Result<Confirmation> {
@@ -502,14 +531,101 @@ impl<'a> Publish<'a> {
 
 impl<'a> IntoFuture for Publish<'a> {
     type Output = Result<Confirmation>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<Confirmation>> + Send + 'a>>;
+    type IntoFuture = PublishFuture<'a>;
 
     fn into_future(mut self) -> Self::IntoFuture {
         self.timeout = self.timeout.or(self.exchange.channel.default_timeout);
-        match self.timeout {
-            // The common case, without the timeout's layer of future state.
-            None => Box::pin(async move { self.send().await?.await }),
-            Some(_) => Box::pin(self.run()),
+        PublishFuture {
+            state: PublishState::Start(self),
+        }
+    }
+}
+
+/// The future of an awaited [`Publish`]: the message is queued on the
+/// first poll (with no future of its own when the connection has room,
+/// the common case: a boxed future per publish cost an allocation and a
+/// copy of its state), then its confirmation is awaited.
+#[must_use = "futures do nothing unless awaited"]
+pub struct PublishFuture<'a> {
+    state: PublishState<'a>,
+}
+
+enum PublishState<'a> {
+    Start(Publish<'a>),
+    Confirming(PendingConfirmation),
+    /// With a timeout, or waiting for room.
+    Waiting(Pin<Box<dyn Future<Output = Result<Confirmation>> + Send + 'a>>),
+    Done,
+}
+
+impl fmt::Debug for PublishFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            PublishState::Start(_) => "not queued",
+            PublishState::Confirming(_) => "queued, waiting for the confirmation",
+            PublishState::Waiting(_) => "waiting",
+            PublishState::Done => "done",
+        };
+        f.debug_struct("PublishFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Future for PublishFuture<'_> {
+    type Output = Result<Confirmation>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        loop {
+            match &mut self.state {
+                PublishState::Start(_) => {
+                    let PublishState::Start(publish) =
+                        std::mem::replace(&mut self.state, PublishState::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    if publish.timeout.is_some() {
+                        self.state = PublishState::Waiting(Box::pin(publish.run()));
+                        continue;
+                    }
+                    let channel = &publish.exchange.channel;
+                    let (inner, on_return_raises) = (&channel.inner, channel.on_return_raises);
+                    self.state = match publish.try_send() {
+                        Ok(Ok(confirm)) => PublishState::Confirming(PendingConfirmation {
+                            confirm,
+                            on_return_raises,
+                        }),
+                        Ok(Err(unsent)) => PublishState::Waiting(Box::pin(async move {
+                            let UnsentMessage {
+                                publish,
+                                properties,
+                                body,
+                            } = *unsent;
+                            let confirm = inner.publish(publish, properties, body).await?;
+                            PendingConfirmation {
+                                confirm,
+                                on_return_raises,
+                            }
+                            .await
+                        })),
+                        Err(error) => return std::task::Poll::Ready(Err(error)),
+                    };
+                }
+                PublishState::Confirming(pending) => {
+                    let outcome = std::task::ready!(Pin::new(pending).poll(cx));
+                    self.state = PublishState::Done;
+                    return std::task::Poll::Ready(outcome);
+                }
+                PublishState::Waiting(future) => {
+                    let outcome = std::task::ready!(future.as_mut().poll(cx));
+                    self.state = PublishState::Done;
+                    return std::task::Poll::Ready(outcome);
+                }
+                PublishState::Done => panic!("PublishFuture polled after it completed"),
+            }
         }
     }
 }

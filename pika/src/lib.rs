@@ -131,7 +131,7 @@ pub use connection::{
 pub use error::{Error, Result};
 pub use exchange::{
     BindExchange, Confirmation, DeleteExchange, Exchange, ExchangeName, ExchangeType,
-    PendingConfirmation, Publish,
+    PendingConfirmation, Publish, PublishFuture,
 };
 pub use incoming::{IncomingMessage, Process, ProcessGuard};
 pub use message::{table, DeliveryMode, Message, MessageInfo, ReturnedMessage};

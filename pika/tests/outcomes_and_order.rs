@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -256,5 +257,82 @@ async fn a_message_from_the_broker_tells_its_delivery_fields() {
     assert_eq!(info.consumer_tag.as_deref(), Some("info-tag"));
     assert_eq!(info.content_type.as_deref(), Some("text/plain"));
     message.ack(false).unwrap();
+    connection.close().await.unwrap();
+}
+
+/// Publishes that find the connection full (1,024 waiting to be written:
+/// here a black-holed socket) wait for room, then go out in the order of
+/// the calls; an awaited publish that finds it full waits too. Every one
+/// is confirmed and delivered once.
+#[tokio::test]
+async fn publishes_that_wait_for_room_go_out_in_order_once_there_is_room() {
+    let proxy = pika_test_support::FaultProxy::start("127.0.0.1:5672")
+        .await
+        .unwrap();
+    let connection = pika::connect(&proxy.url()).await.unwrap();
+    let channel = connection.channel().await.unwrap();
+    let queue = channel
+        .declare_queue(&unique("room"))
+        .exclusive(true)
+        .await
+        .unwrap();
+    let exchange = channel.default_exchange();
+    let filler = bytes::Bytes::from(vec![b'x'; 8 * 1024]);
+    let numbered = |n: u32| {
+        let mut body = n.to_be_bytes().to_vec();
+        body.extend_from_slice(&filler);
+        Message::new(body)
+    };
+
+    proxy.black_hole(true);
+    let mut pending = Vec::new();
+    let mut awaited = None;
+    for n in 0..20_000u32 {
+        let mut send = Box::pin(exchange.publish(numbered(n), queue.name()).send());
+        match tokio::time::timeout(Duration::from_millis(300), &mut send).await {
+            Ok(queued) => pending.push(queued.unwrap()),
+            Err(_) => {
+                // Full: the kernel's buffers, the write queue and the
+                // 1,024 places are taken. One more, awaited, waits too.
+                let mut publish = Box::pin(
+                    exchange
+                        .publish(numbered(u32::MAX), queue.name())
+                        .into_future(),
+                );
+                assert!(
+                    tokio::time::timeout(Duration::from_millis(300), &mut publish)
+                        .await
+                        .is_err(),
+                    "an awaited publish waits for room"
+                );
+                awaited = Some(publish);
+                proxy.black_hole(false);
+                pending.push(send.await.unwrap());
+            }
+        }
+        if awaited.is_some() && pending.len() > 1024 + 100 {
+            break;
+        }
+    }
+    let awaited = awaited.expect("the connection filled up within 20,000 publishes of 8 KiB");
+    let published = pending.len() as u32;
+    for (n, confirmation) in pending.into_iter().enumerate() {
+        assert!(confirmation.await.unwrap().is_ack(), "publish {n}");
+    }
+    assert!(awaited.await.unwrap().is_ack());
+
+    let mut messages = queue.iterator().no_ack(true).await.unwrap();
+    let mut expected = 0u32;
+    for _ in 0..=published {
+        let message = next(&mut messages).await.unwrap().unwrap();
+        let n = u32::from_be_bytes(message.body()[..4].try_into().unwrap());
+        if n == u32::MAX {
+            continue;
+        }
+        assert_eq!(n, expected, "in the order of the calls");
+        expected += 1;
+    }
+    assert_eq!(expected, published);
+    drop(messages);
     connection.close().await.unwrap();
 }
