@@ -68,6 +68,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod body_pool;
 mod channel;
 mod command;
 mod config;

@@ -247,10 +247,7 @@ async fn wait_for_event(
 #[tokio::test]
 async fn a_connection_cut_inside_a_large_body_delivers_nothing_partial() {
     const SIZE: usize = 1 << 20;
-    let body: Bytes = (0..SIZE as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect::<Vec<u8>>()
-        .into();
+    let body = numbered_body(0, SIZE);
     let direct = connect().await;
     let publisher = direct.open_channel().await.unwrap();
     let queue = unique("fault-kit-large-cut");
@@ -262,18 +259,7 @@ async fn a_connection_cut_inside_a_large_body_delivers_nothing_partial() {
         .await
         .unwrap();
     publisher.confirm_select().await.unwrap();
-    let confirm = publisher
-        .publish(
-            BasicPublish {
-                routing_key: s(&queue),
-                ..Default::default()
-            },
-            BasicProperties::default(),
-            body.clone(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(confirm.await, amqp_conn::Confirmation::Ack));
+    publish_acked(&publisher, &queue, body.clone()).await;
 
     let proxy = FaultProxy::start("127.0.0.1:5672").await.unwrap();
     let config = ConnectionConfig::from_url(&proxy.url())

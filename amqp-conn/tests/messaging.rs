@@ -242,23 +242,9 @@ async fn a_16_mib_message_crosses_many_body_frames_intact() {
     let connection = connect().await;
     let channel = connection.open_channel().await.unwrap();
     let queue = fresh_queue(&channel, "large").await;
-    let body: Bytes = (0..16 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect::<Vec<u8>>()
-        .into();
+    let body = numbered_body(0, 16 * 1024 * 1024);
     channel.confirm_select().await.unwrap();
-    let confirm = channel
-        .publish(
-            BasicPublish {
-                routing_key: s(&queue),
-                ..Default::default()
-            },
-            BasicProperties::default(),
-            body.clone(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(confirm.await, Confirmation::Ack));
+    publish_acked(&channel, &queue, body.clone()).await;
     let mut consumer = channel
         .consume(
             BasicConsume {
@@ -276,14 +262,6 @@ async fn a_16_mib_message_crosses_many_body_frames_intact() {
     drop(consumer);
     delete_queue(&channel, &queue).await;
     connection.close().await.unwrap();
-}
-
-/// A body of `len` bytes that says which message it is.
-fn numbered_body(seq: u32, len: usize) -> Bytes {
-    (0..len as u32)
-        .map(|i| (i.wrapping_add(seq).wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 /// Bodies of one frame and of many, around the frame boundaries and the
@@ -316,18 +294,8 @@ async fn bodies_of_every_size_arrive_intact_on_channels_consumed_at_once() {
     for round in 0..2u32 {
         for (seq, &len) in sizes.iter().enumerate() {
             for queue in &queues {
-                let confirm = publisher
-                    .publish(
-                        BasicPublish {
-                            routing_key: s(queue),
-                            ..Default::default()
-                        },
-                        BasicProperties::default(),
-                        numbered_body(round * 100 + seq as u32, len),
-                    )
-                    .await
-                    .unwrap();
-                assert!(matches!(confirm.await, Confirmation::Ack));
+                let body = numbered_body(round * 100 + seq as u32, len);
+                publish_acked(&publisher, queue, body).await;
             }
         }
     }

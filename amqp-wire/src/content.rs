@@ -466,11 +466,20 @@ impl BodyAssembler {
     /// assert_eq!(body.give_back(buffer).unwrap(), Some(Bytes::from_static(b"hello")));
     /// ```
     pub fn lend(&mut self) -> BytesMut {
+        self.lend_with(BytesMut::with_capacity)
+    }
+
+    /// [`lend`](Self::lend), with the buffer (empty, of at least the
+    /// size given) made by `make` when the body has none yet: a reader
+    /// that reuses the buffers of bodies it handed out before.
+    pub fn lend_with(&mut self, make: impl FnOnce(usize) -> BytesMut) -> BytesMut {
         match (self.joined.take(), self.first.take()) {
             (Some(joined), _) => joined,
             (None, first) => {
                 // `expected` was checked against the caller's limit.
-                let mut joined = BytesMut::with_capacity(self.expected as usize);
+                let mut joined = make(self.expected as usize);
+                joined.clear();
+                joined.reserve(self.expected as usize);
                 if let Some(first) = first {
                     joined.extend_from_slice(&first);
                 }
@@ -482,6 +491,13 @@ impl BodyAssembler {
     /// Takes back the buffer [`lend`](Self::lend) gave, with what was
     /// appended to it; returns the whole body once complete.
     pub fn give_back(&mut self, buffer: BytesMut) -> Result<Option<Bytes>, BodyError> {
+        Ok(self.give_back_unfrozen(buffer)?.map(BytesMut::freeze))
+    }
+
+    /// [`give_back`](Self::give_back), with the whole body as the buffer
+    /// itself: for a reader that wraps it in its own [`Bytes`] (one that
+    /// takes the buffer back when the application drops it).
+    pub fn give_back_unfrozen(&mut self, buffer: BytesMut) -> Result<Option<BytesMut>, BodyError> {
         let received = buffer.len() as u64;
         if received > self.expected {
             return Err(BodyError::Overrun {
@@ -491,11 +507,11 @@ impl BodyAssembler {
         }
         self.received = received;
         self.first = None;
-        self.joined = Some(buffer);
         if !self.is_complete() {
+            self.joined = Some(buffer);
             return Ok(None);
         }
-        Ok(Some(self.take()))
+        Ok(Some(buffer))
     }
 
     /// The whole body of an empty message, or whatever arrived so far.

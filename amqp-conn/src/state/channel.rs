@@ -14,6 +14,7 @@ use amqp_wire::{
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
+use crate::body_pool::{BodyPool, POOL_MIN};
 use crate::delivery_queue::TrySendError;
 
 use super::{frame_name, truncate, ConfirmTracker, Stall, WriteQueue};
@@ -179,6 +180,8 @@ pub(crate) struct ChannelState {
     consumers: ConsumerList,
     incoming: Option<Incoming>,
     max_body_size: u64,
+    /// The connection's buffers of large bodies (see [`BodyPool`]).
+    body_pool: Arc<BodyPool>,
     /// Publishes and commands that wait behind a publish the connection
     /// could not take yet (blocked, or too much waiting to be written):
     /// they go out in this order, so the order on the channel is the
@@ -250,8 +253,9 @@ fn shapes_topology(request: &Method) -> bool {
 }
 
 impl ChannelState {
-    pub(crate) fn new(r: ChannelRef, max_body_size: u64) -> Self {
+    pub(crate) fn new(r: ChannelRef, max_body_size: u64, body_pool: Arc<BodyPool>) -> Self {
         ChannelState {
+            body_pool,
             r,
             generation: r.generation,
             shared: Arc::new(ChannelShared::default()),
@@ -1071,8 +1075,22 @@ impl ChannelState {
         let Some(body) = self.incoming.as_mut().and_then(|i| i.body.as_mut()) else {
             return Err(self.unexpected("body frame"));
         };
-        match body.push(payload)? {
-            Some(body) => Ok(self.complete(body, out, stall)),
+        if body.expected() < POOL_MIN as u64 {
+            return match body.push(payload)? {
+                Some(body) => Ok(self.complete(body, out, stall)),
+                None => Ok(FrameOutcome::default()),
+            };
+        }
+        // A large body is joined in a buffer of the pool, whether its
+        // frames are read straight into it or come here.
+        let pool = &self.body_pool;
+        let mut buffer = body.lend_with(|size| pool.take(size));
+        buffer.extend_from_slice(&payload);
+        match body.give_back_unfrozen(buffer)? {
+            Some(body) => {
+                let body = self.body_pool.wrap(body);
+                Ok(self.complete(body, out, stall))
+            }
             None => Ok(FrameOutcome::default()),
         }
     }
@@ -1088,7 +1106,8 @@ impl ChannelState {
         }
         let body = self.incoming.as_mut()?.body.as_mut()?;
         let remaining = body.remaining();
-        (remaining >= len as u64).then(|| (body.lend(), remaining))
+        let pool = &self.body_pool;
+        (remaining >= len as u64).then(|| (body.lend_with(|size| pool.take(size)), remaining))
     }
 
     /// A body frame was read straight into the lent `buffer` (its payload
@@ -1104,8 +1123,11 @@ impl ChannelState {
     ) -> Result<FrameOutcome> {
         let closing = matches!(self.phase, ChannelPhase::Closing { .. });
         match self.incoming.as_mut().and_then(|i| i.body.as_mut()) {
-            Some(body) if !closing => match body.give_back(buffer)? {
-                Some(body) => Ok(self.complete(body, out, stall)),
+            Some(body) if !closing => match body.give_back_unfrozen(buffer)? {
+                Some(body) => {
+                    let body = self.body_pool.wrap(body);
+                    Ok(self.complete(body, out, stall))
+                }
                 None => Ok(FrameOutcome::default()),
             },
             _ => {

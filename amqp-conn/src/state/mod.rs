@@ -23,6 +23,7 @@ use amqp_wire::{
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::body_pool::BodyPool;
 use crate::command::{ChannelRef, ChannelShared, Command, PublishCommand, Reply};
 use crate::error::{CloseReason, Error, Initiator, Result};
 use crate::events::{ConnectionEvent, EventSender};
@@ -101,6 +102,8 @@ pub(crate) struct ConnectionState {
     close_waiters: Vec<oneshot::Sender<Result<()>>>,
     /// Channels with held commands, in turn order.
     holding: HoldingQueue,
+    /// Buffers of large bodies, used again (see [`BodyPool`]).
+    pub(crate) body_pool: Arc<BodyPool>,
     /// Channels whose close waits for confirms, and until when.
     draining_channels: Vec<(ChannelRef, Instant)>,
     /// The application asked to close the connection: `connection.close`
@@ -169,6 +172,7 @@ impl ConnectionState {
             stall: None,
             close_waiters: Vec::new(),
             holding: HoldingQueue::default(),
+            body_pool: Arc::default(),
             draining_channels: Vec::new(),
             draining: None,
             publishes_received: 0,
@@ -489,7 +493,11 @@ impl ConnectionState {
         };
         let generation = self.next_generation;
         self.next_generation += 1;
-        let mut channel = ChannelState::new(ChannelRef { id, generation }, self.max_body_size);
+        let mut channel = ChannelState::new(
+            ChannelRef { id, generation },
+            self.max_body_size,
+            self.body_pool.clone(),
+        );
         channel.reopen_on_close = self.robust;
         channel.call(
             ChannelOpen::default().into(),

@@ -194,7 +194,7 @@ impl ConnectionState {
         let generation = self.next_generation;
         self.next_generation += 1;
         let r = ChannelRef { id, generation };
-        let mut channel = ChannelState::new(r, self.max_body_size);
+        let mut channel = ChannelState::new(r, self.max_body_size, self.body_pool.clone());
         channel.call(
             ChannelOpen::default().into(),
             Reply::Recovery,

@@ -4,8 +4,9 @@
 // Shared by the test files of this crate: `pub` here means "for them".
 #![allow(unreachable_pub)]
 
-use amqp_conn::{Channel, Connection, ConnectionConfig};
-use amqp_wire::{QueueDeclare, QueueDelete, ShortString};
+use amqp_conn::{Channel, Confirmation, Connection, ConnectionConfig};
+use amqp_wire::{BasicProperties, BasicPublish, QueueDeclare, QueueDelete, ShortString};
+use bytes::Bytes;
 
 #[allow(unused_imports)]
 pub use pika_test_support::{rabbitmqctl, unique, url, FreezableProxy, SecondNode};
@@ -45,4 +46,31 @@ pub async fn delete_queue(channel: &Channel, name: &str) {
             ..Default::default()
         })
         .await;
+}
+
+/// A body of `len` bytes that differs with `seed` at every byte: a body
+/// cut, shifted or mixed with another shows.
+pub fn numbered_body(seed: u32, len: usize) -> Bytes {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Publishes `body` to `queue` (default exchange) on a channel in confirm
+/// mode and checks that the broker acked it.
+pub async fn publish_acked(channel: &Channel, queue: &str, body: Bytes) {
+    let confirm = channel
+        .publish(
+            BasicPublish {
+                routing_key: s(queue),
+                ..Default::default()
+            },
+            BasicProperties::default(),
+            body,
+        )
+        .await
+        .expect("publish");
+    let outcome = confirm.await;
+    assert!(matches!(outcome, Confirmation::Ack), "{outcome:?}");
 }
