@@ -526,11 +526,6 @@ impl Driver {
                 progress = true;
                 continue;
             }
-            if let Some(direct) = self.start_direct() {
-                self.direct = Some(direct);
-                progress = true;
-                break;
-            }
             match Frame::decode(&mut self.read, self.state.tuning.frame_max) {
                 Ok(Some(frame)) => {
                     tracing::trace!(
@@ -545,7 +540,15 @@ impl Driver {
                     self.state.handle_frame(frame, now);
                     progress = true;
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // An incomplete frame: a body frame's payload may be
+                    // read straight into its message.
+                    if let Some(direct) = self.start_direct() {
+                        self.direct = Some(direct);
+                        progress = true;
+                    }
+                    break;
+                }
                 Err(e) => {
                     self.state.fail(Error::Decode(e), now);
                     // The stream cannot be resynchronised: drop the rest.
