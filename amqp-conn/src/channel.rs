@@ -444,6 +444,7 @@ impl Channel {
 
     /// What refuses a publish before it takes a place: frames that do not
     /// fit, a body over the limit, a closed channel.
+    #[inline(always)]
     fn check_publish(
         &self,
         publish: &BasicPublish,
@@ -465,6 +466,9 @@ impl Channel {
     }
 
     /// Queues a publish that holds a place (see [`Channel::publish`]).
+    /// Inlined: its arguments (a `basic.publish`, the properties and the
+    /// body) would otherwise be copied into the call.
+    #[inline(always)]
     fn queue_publish(
         &self,
         publish: BasicPublish,

@@ -479,22 +479,20 @@ impl<'a> Publish<'a> {
     /// returned, the message is queued and dropping the
     /// `PendingConfirmation` only stops waiting for the broker's answer.
     pub async fn send(self) -> Result<PendingConfirmation> {
-        let on_return_raises = self.exchange.channel.on_return_raises;
-        let channel = &self.exchange.channel.inner;
-        let confirm = match self.try_send()? {
-            Ok(confirm) => confirm,
-            Err(unsent) => {
-                let UnsentMessage {
-                    publish,
-                    properties,
-                    body,
-                } = *unsent;
-                channel.publish(publish, properties, body).await?
-            }
-        };
+        // Awaited inline by its caller (no future of its own to box): the
+        // plain path, where try_send's result would only be moved about.
+        let (properties, body) = self.message.into_parts()?;
+        let publish = basic_publish(
+            self.exchange,
+            self.routing_key,
+            self.mandatory,
+            self.immediate,
+        )?;
+        let channel = &self.exchange.channel;
+        let confirm = channel.inner.publish(publish, properties, body).await?;
         Ok(PendingConfirmation {
             confirm,
-            on_return_raises,
+            on_return_raises: channel.on_return_raises,
         })
     }
 
@@ -504,13 +502,12 @@ impl<'a> Publish<'a> {
         self,
     ) -> Result<std::result::Result<amqp_conn::PublishConfirm, Box<UnsentMessage>>> {
         let (properties, body) = self.message.into_parts()?;
-        let publish = BasicPublish {
-            exchange: self.exchange.name.clone(),
-            routing_key: self.exchange.routing_key(self.routing_key)?,
-            mandatory: self.mandatory,
-            immediate: self.immediate,
-            ..Default::default()
-        };
+        let publish = basic_publish(
+            self.exchange,
+            self.routing_key,
+            self.mandatory,
+            self.immediate,
+        )?;
         match self
             .exchange
             .channel
@@ -527,6 +524,23 @@ impl<'a> Publish<'a> {
         let timeout = self.timeout;
         with_timeout("basic.publish", timeout, async { self.send().await?.await }).await
     }
+}
+
+/// The `basic.publish` of a [`Publish`].
+#[inline]
+fn basic_publish(
+    exchange: &Exchange,
+    routing_key: &str,
+    mandatory: bool,
+    immediate: bool,
+) -> Result<BasicPublish> {
+    Ok(BasicPublish {
+        exchange: exchange.name.clone(),
+        routing_key: exchange.routing_key(routing_key)?,
+        mandatory,
+        immediate,
+        ..Default::default()
+    })
 }
 
 impl<'a> IntoFuture for Publish<'a> {
