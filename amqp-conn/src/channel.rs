@@ -466,8 +466,8 @@ impl Channel {
     }
 
     /// Queues a publish that holds a place (see [`Channel::publish`]).
-    /// Inlined: its arguments (a `basic.publish`, the properties and the
-    /// body) would otherwise be copied into the call.
+    /// Inlined, as `check_publish`: as calls, with the message copied into
+    /// them, pika-perf's publish_confirm took about 1% more instructions.
     #[inline(always)]
     fn queue_publish(
         &self,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use amqp_wire::Frame;
+use amqp_wire::{Decoded, Frame, FrameType, PartialFrame};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
@@ -526,8 +526,8 @@ impl Driver {
                 progress = true;
                 continue;
             }
-            match Frame::decode(&mut self.read, self.state.tuning.frame_max) {
-                Ok(Some(frame)) => {
+            match Frame::decode_partial(&mut self.read, self.state.tuning.frame_max) {
+                Ok(Decoded::Frame(frame)) => {
                     tracing::trace!(
                         channel = frame.channel(),
                         frame = crate::state::frame_name(&frame),
@@ -540,15 +540,19 @@ impl Driver {
                     self.state.handle_frame(frame, now);
                     progress = true;
                 }
-                Ok(None) => {
-                    // An incomplete frame: a body frame's payload may be
-                    // read straight into its message.
-                    if let Some(direct) = self.start_direct() {
-                        self.direct = Some(direct);
-                        progress = true;
+                Ok(Decoded::Partial(partial)) => {
+                    // A body frame's payload may be read straight into its
+                    // message; any other frame is awaited in the buffer.
+                    match self.start_direct(partial) {
+                        Some(direct) => {
+                            self.direct = Some(direct);
+                            progress = true;
+                        }
+                        None => self.read.reserve(partial.encoded_len() - self.read.len()),
                     }
                     break;
                 }
+                Ok(Decoded::Nothing) => break,
                 Err(e) => {
                     self.state.fail(Error::Decode(e), now);
                     // The stream cannot be resynchronised: drop the rest.
@@ -569,23 +573,14 @@ impl Driver {
         Ok(progress)
     }
 
-    /// When the read buffer starts with a body frame of which at least
-    /// [`DIRECT_MIN`] bytes are missing, and its channel waits for that
-    /// much body: borrows the body's buffer, moves what arrived of the
-    /// payload there, and reads the rest straight into it.
-    fn start_direct(&mut self) -> Option<DirectBody> {
-        let header = self.read.get(..amqp_wire::FRAME_HEADER_LEN)?;
-        if header[0] != amqp_wire::constants::FRAME_BODY {
-            return None;
-        }
-        let channel = u16::from_be_bytes([header[1], header[2]]);
-        let len = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+    /// When the read buffer starts with `partial`, a body frame of which
+    /// at least [`DIRECT_MIN`] bytes are missing, and its channel waits
+    /// for that much body: borrows the body's buffer, moves what arrived
+    /// of the payload there, and reads the rest straight into it.
+    fn start_direct(&mut self, partial: PartialFrame) -> Option<DirectBody> {
+        let (channel, len) = (partial.channel, partial.size as usize);
         let present = self.read.len() - amqp_wire::FRAME_HEADER_LEN;
-        if len.saturating_sub(present) < DIRECT_MIN
-            || len + amqp_wire::FRAME_OVERHEAD > self.state.tuning.frame_max as usize
-        {
-            // Whole or nearly (decoded from the read buffer, no copy), or
-            // too large (the decoder refuses it).
+        if partial.frame_type != FrameType::Body || len.saturating_sub(present) < DIRECT_MIN {
             return None;
         }
         let (mut buffer, remaining) = self.state.lend_body_buffer(channel, len)?;
@@ -613,7 +608,7 @@ impl Driver {
         let found = self.read.get_u8();
         if found != amqp_wire::constants::FRAME_END {
             let error = amqp_wire::DecodeError::BadFrameEnd {
-                frame_type: amqp_wire::FrameType::Body,
+                frame_type: FrameType::Body,
                 channel: direct.channel,
                 size: (direct.buffer.len() - direct.start) as u32,
                 found,

@@ -153,6 +153,36 @@ pub enum Frame {
     Heartbeat,
 }
 
+/// What [`Frame::decode_partial`] found at the front of a buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A whole frame, removed from the buffer.
+    Frame(Frame),
+    /// The header of a frame whose payload has not all arrived; nothing
+    /// was removed.
+    Partial(PartialFrame),
+    /// Not a whole frame header yet.
+    Nothing,
+}
+
+/// The header of a frame that has not all arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialFrame {
+    /// The frame's type.
+    pub frame_type: FrameType,
+    /// The frame's channel.
+    pub channel: u16,
+    /// Its payload size (within `frame_max`: checked).
+    pub size: u32,
+}
+
+impl PartialFrame {
+    /// Bytes the whole frame takes: header, payload and frame end.
+    pub fn encoded_len(&self) -> usize {
+        self.size as usize + FRAME_OVERHEAD
+    }
+}
+
 impl Frame {
     /// Decodes one frame from the front of `buf`.
     ///
@@ -173,14 +203,44 @@ impl Frame {
     /// Body payloads, long strings and byte arrays in the result are slices
     /// of `buf`'s memory: nothing is copied.
     pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, DecodeError> {
+        match Self::decode_partial(buf, frame_max)? {
+            Decoded::Frame(frame) => Ok(Some(frame)),
+            Decoded::Partial(partial) => {
+                buf.reserve(partial.encoded_len() - buf.len());
+                Ok(None)
+            }
+            Decoded::Nothing => Ok(None),
+        }
+    }
+
+    /// [`Frame::decode`], telling what it knows of a frame that has not
+    /// all arrived, and reserving nothing: for a reader that may read the
+    /// rest of a body frame's payload elsewhere (straight into the buffer
+    /// its message is joined in).
+    ///
+    /// ```
+    /// use amqp_wire::{Decoded, Frame, FrameType};
+    /// use bytes::BytesMut;
+    ///
+    /// // The header of a body frame of 5 bytes on channel 3, 2 bytes of it.
+    /// let mut buf = BytesMut::from(&[3, 0, 3, 0, 0, 0, 5, b'h', b'e'][..]);
+    /// let Decoded::Partial(partial) = Frame::decode_partial(&mut buf, 4096).unwrap() else {
+    ///     panic!("a partial frame");
+    /// };
+    /// assert_eq!((partial.frame_type, partial.channel, partial.size), (FrameType::Body, 3, 5));
+    /// assert_eq!(partial.encoded_len(), 13);
+    /// assert_eq!(buf.len(), 9, "nothing removed");
+    /// ```
+    #[inline]
+    pub fn decode_partial(buf: &mut BytesMut, frame_max: u32) -> Result<Decoded, DecodeError> {
         if buf.is_empty() {
-            return Ok(None);
+            return Ok(Decoded::Nothing);
         }
         if buf[0] == b'A' {
-            return decode_protocol_header(buf);
+            return Ok(decode_protocol_header(buf)?.map_or(Decoded::Nothing, Decoded::Frame));
         }
         if buf.len() < FRAME_HEADER_LEN {
-            return Ok(None);
+            return Ok(Decoded::Nothing);
         }
         let type_octet = buf[0];
         let channel = u16::from_be_bytes([buf[1], buf[2]]);
@@ -202,8 +262,11 @@ impl Frame {
         // Fits in usize: size + 8 <= frame_max <= u32::MAX.
         let total = size as usize + FRAME_OVERHEAD;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
-            return Ok(None);
+            return Ok(Decoded::Partial(PartialFrame {
+                frame_type,
+                channel,
+                size,
+            }));
         }
         let found = buf[total - 1];
         if found != FRAME_END {
@@ -218,15 +281,20 @@ impl Frame {
         frame.advance(FRAME_HEADER_LEN);
         frame.truncate(size as usize);
         let payload = frame.freeze();
-        match frame_type {
-            FrameType::Method => decode_method(channel, &payload)
-                .map(|method| Some(Frame::Method { channel, method })),
-            FrameType::Header => ContentHeader::decode(channel, &payload)
-                .map(|header| Some(Frame::Header { channel, header })),
-            FrameType::Body => Ok(Some(Frame::Body { channel, payload })),
-            FrameType::Heartbeat if channel == 0 && size == 0 => Ok(Some(Frame::Heartbeat)),
-            FrameType::Heartbeat => Err(DecodeError::BadHeartbeat { channel, size }),
-        }
+        let frame = match frame_type {
+            FrameType::Method => Frame::Method {
+                channel,
+                method: decode_method(channel, &payload)?,
+            },
+            FrameType::Header => Frame::Header {
+                channel,
+                header: ContentHeader::decode(channel, &payload)?,
+            },
+            FrameType::Body => Frame::Body { channel, payload },
+            FrameType::Heartbeat if channel == 0 && size == 0 => Frame::Heartbeat,
+            FrameType::Heartbeat => return Err(DecodeError::BadHeartbeat { channel, size }),
+        };
+        Ok(Decoded::Frame(frame))
     }
 
     /// The frame's channel (0 for heartbeats and the protocol header).

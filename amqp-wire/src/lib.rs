@@ -60,7 +60,8 @@ pub use content::{
 };
 pub use error::{DecodeError, Problem};
 pub use frame::{
-    encode_method, Frame, FrameType, ProtocolHeader, FRAME_HEADER_LEN, FRAME_OVERHEAD,
+    encode_method, Decoded, Frame, FrameType, PartialFrame, ProtocolHeader, FRAME_HEADER_LEN,
+    FRAME_OVERHEAD,
 };
 pub use generated::constants;
 pub use generated::*;

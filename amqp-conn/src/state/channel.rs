@@ -1083,16 +1083,9 @@ impl ChannelState {
         }
         // A large body is joined in a buffer of the pool, whether its
         // frames are read straight into it or come here.
-        let pool = &self.body_pool;
-        let mut buffer = body.lend_with(|size| pool.take(size));
+        let (mut buffer, _) = self.lend_body().expect("a body arrives");
         buffer.extend_from_slice(&payload);
-        match body.give_back_unfrozen(buffer)? {
-            Some(body) => {
-                let body = self.body_pool.wrap(body);
-                Ok(self.complete(body, out, stall))
-            }
-            None => Ok(FrameOutcome::default()),
-        }
+        self.give_back_body(buffer, out, stall)
     }
 
     /// Lends the buffer of the body arriving on this channel to a reader
@@ -1104,10 +1097,40 @@ impl ChannelState {
         if matches!(self.phase, ChannelPhase::Closing { .. }) {
             return None;
         }
+        let remaining = self.incoming.as_ref()?.body.as_ref()?.remaining();
+        if remaining < len as u64 {
+            return None;
+        }
+        self.lend_body()
+    }
+
+    /// The buffer of the body arriving (from the pool when it has none
+    /// yet), and the body bytes still to come.
+    fn lend_body(&mut self) -> Option<(BytesMut, u64)> {
         let body = self.incoming.as_mut()?.body.as_mut()?;
-        let remaining = body.remaining();
         let pool = &self.body_pool;
-        (remaining >= len as u64).then(|| (body.lend_with(|size| pool.take(size)), remaining))
+        Some((body.lend_with(|size| pool.take(size)), body.remaining()))
+    }
+
+    /// Gives the lent `buffer` back to the body arriving; once the body is
+    /// whole, hands the message on (its body given back to the pool when
+    /// the application drops it).
+    fn give_back_body(
+        &mut self,
+        buffer: BytesMut,
+        out: &mut WriteQueue,
+        stall: &mut Option<Stall>,
+    ) -> Result<FrameOutcome> {
+        let Some(body) = self.incoming.as_mut().and_then(|i| i.body.as_mut()) else {
+            return Err(self.unexpected("body frame"));
+        };
+        match body.give_back_unfrozen(buffer)? {
+            Some(body) => {
+                let body = self.body_pool.wrap(body);
+                Ok(self.complete(body, out, stall))
+            }
+            None => Ok(FrameOutcome::default()),
+        }
     }
 
     /// A body frame was read straight into the lent `buffer` (its payload
@@ -1122,20 +1145,12 @@ impl ChannelState {
         stall: &mut Option<Stall>,
     ) -> Result<FrameOutcome> {
         let closing = matches!(self.phase, ChannelPhase::Closing { .. });
-        match self.incoming.as_mut().and_then(|i| i.body.as_mut()) {
-            Some(body) if !closing => match body.give_back_unfrozen(buffer)? {
-                Some(body) => {
-                    let body = self.body_pool.wrap(body);
-                    Ok(self.complete(body, out, stall))
-                }
-                None => Ok(FrameOutcome::default()),
-            },
-            _ => {
-                let payload = buffer.split_off(start).freeze();
-                let channel = self.r.id;
-                self.handle_frame(Frame::Body { channel, payload }, out, stall)
-            }
+        if !closing && self.incoming.as_ref().is_some_and(|i| i.body.is_some()) {
+            return self.give_back_body(buffer, out, stall);
         }
+        let payload = buffer.split_off(start).freeze();
+        let channel = self.r.id;
+        self.handle_frame(Frame::Body { channel, payload }, out, stall)
     }
 
     /// The whole message is here: hand it to whoever waits for it.

@@ -103,7 +103,7 @@ pub(crate) struct ConnectionState {
     /// Channels with held commands, in turn order.
     holding: HoldingQueue,
     /// Buffers of large bodies, used again (see [`BodyPool`]).
-    pub(crate) body_pool: Arc<BodyPool>,
+    body_pool: Arc<BodyPool>,
     /// Channels whose close waits for confirms, and until when.
     draining_channels: Vec<(ChannelRef, Instant)>,
     /// The application asked to close the connection: `connection.close`
