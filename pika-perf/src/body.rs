@@ -4,6 +4,7 @@
 //! message size. The clock is the wall clock so that a consumer in
 //! another process on the same host can measure latency too.
 
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -40,6 +41,113 @@ pub fn encode(seq: u64, size: usize) -> Bytes {
     buf.put_u64(now_ns());
     buf.resize(size, 0);
     buf.freeze()
+}
+
+/// Where a producer's bodies come from: made new for each message
+/// ([`encode`]), or written into buffers used again ([`RecycledBodies`]).
+///
+/// `large` recycles: a new buffer of megabytes per message costs page
+/// faults and zeroing in the kernel that every client would pay, and
+/// that an application moving large messages would not pay twice, so
+/// the harness would measure its allocator rather than the clients. The
+/// other scenarios make each body new, as they always have.
+///
+/// ```
+/// use pika_perf::body::{self, Bodies};
+/// let bodies = Bodies::recycled(4096);
+/// let first = bodies.body(1);
+/// assert_eq!((first.len(), body::seq(&first)), (4096, Some(1)));
+/// drop(first);
+/// assert_eq!(body::seq(&bodies.body(2)), Some(2));
+/// assert_eq!(body::seq(&Bodies::Fresh(64).body(3)), Some(3));
+/// ```
+#[derive(Clone, Debug)]
+pub enum Bodies {
+    /// A new buffer of this size for each body ([`encode`]).
+    Fresh(usize),
+    /// Buffers that come back when the last handle to a body drops.
+    Recycled(RecycledBodies),
+}
+
+impl Bodies {
+    /// Bodies of `size` bytes written into recycled buffers.
+    pub fn recycled(size: usize) -> Bodies {
+        Bodies::Recycled(RecycledBodies::new(size))
+    }
+
+    /// The body of message `seq`, carrying the current time.
+    pub fn body(&self, seq: u64) -> Bytes {
+        match self {
+            Bodies::Fresh(size) => encode(seq, *size),
+            Bodies::Recycled(recycled) => recycled.body(seq),
+        }
+    }
+}
+
+/// Bodies of one size written into a few buffers used again and again:
+/// a body's buffer comes back (zero padding intact, only the header is
+/// rewritten) when the last [`Bytes`] of it is dropped, be it the
+/// producer's after a client copied it or a client's own after it wrote
+/// it to the socket. At most [`RecycledBodies::KEEP`] buffers wait here.
+#[derive(Clone, Debug)]
+pub struct RecycledBodies {
+    shelf: Arc<Shelf>,
+}
+
+/// The free buffers of a [`RecycledBodies`].
+#[derive(Debug)]
+struct Shelf {
+    size: usize,
+    free: Mutex<Vec<Box<[u8]>>>,
+}
+
+/// A buffer lent to a body; back on its shelf when dropped.
+struct Lent {
+    buffer: Option<Box<[u8]>>,
+    shelf: Arc<Shelf>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let (Some(buffer), Ok(mut free)) = (self.buffer.take(), self.shelf.free.lock()) {
+            if free.len() < RecycledBodies::KEEP {
+                free.push(buffer);
+            }
+        }
+    }
+}
+
+impl RecycledBodies {
+    /// Free buffers kept at most.
+    pub const KEEP: usize = 16;
+
+    /// Bodies of `size` bytes (at least [`HEADER_LEN`]).
+    pub fn new(size: usize) -> RecycledBodies {
+        RecycledBodies {
+            shelf: Arc::new(Shelf {
+                size: effective_size(size),
+                free: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The body of message `seq`, carrying the current time, in a free
+    /// buffer or a new zeroed one.
+    pub fn body(&self, seq: u64) -> Bytes {
+        let free = self.shelf.free.lock().ok().and_then(|mut free| free.pop());
+        let mut buffer = free.unwrap_or_else(|| vec![0; self.shelf.size].into_boxed_slice());
+        write_header(&mut buffer, seq, now_ns());
+        Bytes::from_owner(Lent {
+            buffer: Some(buffer),
+            shelf: Arc::clone(&self.shelf),
+        })
+    }
 }
 
 /// Writes the header (`seq` and `timestamp_ns`) into the first
@@ -138,6 +246,29 @@ impl XorShift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recycled_body_reuses_the_buffer_of_a_dropped_one_and_keeps_its_padding_zero() {
+        let bodies = RecycledBodies::new(1 << 20);
+        let first = bodies.body(1);
+        let held = bodies.body(2);
+        assert_ne!(
+            first.as_ptr(),
+            held.as_ptr(),
+            "a held body is not lent twice"
+        );
+        let address = first.as_ptr();
+        drop(first);
+        let again = bodies.body(3);
+        assert_eq!(again.as_ptr(), address);
+        assert_eq!((seq(&again), seq(&held)), (Some(3), Some(2)));
+        assert!(again[HEADER_LEN..].iter().all(|&byte| byte == 0));
+        let slice = again.slice(100..200);
+        drop(again);
+        assert_ne!(bodies.body(4).as_ptr(), address, "a slice still holds it");
+        drop(slice);
+        assert_eq!(bodies.body(5).as_ptr(), address);
+    }
 
     #[test]
     fn json_bodies_are_json_objects_of_about_the_size_asked() {

@@ -44,6 +44,10 @@
 //!   [`LARGE_PREFETCH`], both at once, until all N are confirmed and
 //!   consumed. `mb_per_s` is N x size / wall; `peak_rss_kib` (the
 //!   process's high-water mark) is set against `LARGE_PREFETCH x size`.
+//!   The bodies are written into recycled buffers
+//!   ([`crate::body::Bodies::recycled`]) wherever a client's publish
+//!   lets the caller keep its buffer (pika, raw, lapin); amqprs takes an
+//!   owned `Vec`, so it gets a new one per message, as its users must.
 //! - `parallel`: one connection; W producers (default 4), each on its
 //!   own channel and task, publish (no confirms) to W queues, and W
 //!   consumers, each on its own channel and task, consume them, all at

@@ -764,7 +764,8 @@ async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
 /// `large`: N bodies of `config.size` published in confirm mode, at most
 /// [`LARGE_WINDOW`] unconfirmed, while a consumer on a second channel
 /// (prefetch [`LARGE_PREFETCH`]) takes them, until all are confirmed and
-/// consumed.
+/// consumed. Each body is a new `Vec`: amqprs's `basic_publish` takes
+/// it by value and does not give it back, so it cannot be recycled.
 async fn large(config: &ScenarioConfig) -> Result<Measured> {
     let connection = connect(&config.url).await?;
     let publisher = connection.open_channel(None).await?;

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::body;
+use crate::body::{self, Bodies};
 use crate::rusage::Timer;
 use crate::scenario::{
     latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig, SetupTimer,
@@ -119,22 +119,24 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
     Ok(Measured::counted(elapsed, config.n, count, None))
 }
 
-/// Publishes the bodies `0..N` to `queue` on a channel in confirm mode,
-/// at most `window` unconfirmed at a time; returns how many were acked.
+/// Publishes the bodies `0..N` (from `bodies`) to `queue` on a channel in
+/// confirm mode, at most `window` unconfirmed at a time; returns how many
+/// were acked.
 async fn publish_confirmed(
     channel: &Channel,
     queue: &str,
-    config: &ScenarioConfig,
+    n: u64,
+    bodies: &Bodies,
     window: usize,
 ) -> Result<u64> {
     let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
     let mut acked = 0u64;
-    for seq in 0..config.n {
+    for seq in 0..n {
         if pending.len() == window {
             let oldest = pending.pop_front().expect("the window is full");
             acked += u64::from(oldest.await?.is_ack());
         }
-        pending.push_back(publish_one(channel, queue, &body::encode(seq, config.size)).await?);
+        pending.push_back(publish_one(channel, queue, &bodies.body(seq)).await?);
     }
     for confirm in pending {
         acked += u64::from(confirm.await?.is_ack());
@@ -152,7 +154,14 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
         .await?;
 
     let timer = Timer::start();
-    let acked = publish_confirmed(&channel, &queue, config, CONFIRM_WINDOW).await?;
+    let acked = publish_confirmed(
+        &channel,
+        &queue,
+        config.n,
+        &Bodies::Fresh(config.size),
+        CONFIRM_WINDOW,
+    )
+    .await?;
     let elapsed = timer.stop();
 
     let count = message_count(&channel, &queue).await?;
@@ -722,7 +731,8 @@ async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
 
 /// `large`: a consumer task (prefetch [`LARGE_PREFETCH`], its own channel)
 /// is running (setup) while a confirm-mode channel publishes N bodies of
-/// `config.size`, made one by one, at most [`LARGE_WINDOW`] unconfirmed,
+/// `config.size`, written one by one into recycled buffers (lapin copies
+/// what it is given), at most [`LARGE_WINDOW`] unconfirmed,
 /// until all N are confirmed and consumed.
 async fn large(config: &ScenarioConfig) -> Result<Measured> {
     let connection = connect(&config.url).await?;
@@ -742,7 +752,14 @@ async fn large(config: &ScenarioConfig) -> Result<Measured> {
 
     let timer = Timer::start();
     go.send_replace(true);
-    let acked = publish_confirmed(&publisher, &queue, config, LARGE_WINDOW).await?;
+    let acked = publish_confirmed(
+        &publisher,
+        &queue,
+        config.n,
+        &Bodies::recycled(config.size),
+        LARGE_WINDOW,
+    )
+    .await?;
     let (seen, stream) = consumer.await??;
     let elapsed = timer.stop();
 

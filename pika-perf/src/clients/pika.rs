@@ -12,7 +12,7 @@ use pika::{
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::body;
+use crate::body::{self, Bodies};
 use crate::rusage::Timer;
 use crate::scenario::{
     latency_histogram, unique_name, wait_for_count, Measured, Scenario, ScenarioConfig, SetupTimer,
@@ -89,22 +89,24 @@ async fn publish(config: &ScenarioConfig) -> Result<Measured> {
     Ok(Measured::counted(elapsed, config.n, count, None))
 }
 
-/// Publishes the bodies `0..N` to `queue` on a channel in confirm mode,
-/// at most `window` unconfirmed at a time; returns how many were acked.
+/// Publishes the bodies `0..N` (from `bodies`) to `queue` on a channel in
+/// confirm mode, at most `window` unconfirmed at a time; returns how many
+/// were acked.
 async fn publish_confirmed(
     exchange: &Exchange,
     queue: &str,
-    config: &ScenarioConfig,
+    n: u64,
+    bodies: &Bodies,
     window: usize,
 ) -> Result<u64> {
     let mut pending: VecDeque<PendingConfirmation> = VecDeque::with_capacity(window);
     let mut acked = 0u64;
-    for seq in 0..config.n {
+    for seq in 0..n {
         if pending.len() == window {
             let oldest = pending.pop_front().expect("the window is full");
             acked += u64::from(oldest.await?.is_ack());
         }
-        let message = Message::new(body::encode(seq, config.size));
+        let message = Message::new(bodies.body(seq));
         pending.push_back(
             exchange
                 .publish(message, queue)
@@ -128,7 +130,14 @@ async fn publish_confirm(config: &ScenarioConfig) -> Result<Measured> {
     let exchange = channel.default_exchange();
 
     let timer = Timer::start();
-    let acked = publish_confirmed(&exchange, queue.name(), config, CONFIRM_WINDOW).await?;
+    let acked = publish_confirmed(
+        &exchange,
+        queue.name(),
+        config.n,
+        &Bodies::Fresh(config.size),
+        CONFIRM_WINDOW,
+    )
+    .await?;
     let elapsed = timer.stop();
 
     let count = message_count(&channel, queue.name()).await?;
@@ -579,7 +588,14 @@ async fn large(config: &ScenarioConfig) -> Result<Measured> {
 
     let timer = Timer::start();
     let consumer = spawn_consumer(messages, Share::new(config.n, 1, 0));
-    let acked = publish_confirmed(&exchange, queue.name(), config, LARGE_WINDOW).await?;
+    let acked = publish_confirmed(
+        &exchange,
+        queue.name(),
+        config.n,
+        &Bodies::recycled(config.size),
+        LARGE_WINDOW,
+    )
+    .await?;
     let (seen, messages) = consumer.await??;
     let elapsed = timer.stop();
 

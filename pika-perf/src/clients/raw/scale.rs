@@ -15,7 +15,7 @@ use tokio::time::timeout;
 
 use super::conn::{RawConn, CHANNEL};
 use super::{declare, delete, wait_for_count, Template, BATCH};
-use crate::body;
+use crate::body::{self, Bodies};
 use crate::rusage::Timer;
 use crate::scenario::{
     share, unique_name, Measured, ScenarioConfig, SetupTimer, IDLE_TIMEOUT, LARGE_PREFETCH,
@@ -627,8 +627,9 @@ pub(super) async fn fanout(config: &ScenarioConfig) -> Result<Measured> {
 
 /// `large`: a consumer (prefetch [`LARGE_PREFETCH`], its own channel) is
 /// running (setup) while [`CHANNEL`], in confirm mode, publishes N bodies
-/// of `config.size`, each made and encoded when its turn comes, at most
-/// [`LARGE_WINDOW`] unconfirmed, until all N are confirmed and consumed.
+/// of `config.size`, each written (into a recycled buffer) and encoded
+/// when its turn comes, at most [`LARGE_WINDOW`] unconfirmed, until all N
+/// are confirmed and consumed.
 pub(super) async fn large(config: &ScenarioConfig) -> Result<Measured> {
     let mut conn = RawConn::open(&config.url).await?;
     conn.call(ConfirmSelect { nowait: false }).await?;
@@ -651,6 +652,7 @@ pub(super) async fn large(config: &ScenarioConfig) -> Result<Measured> {
     let mut confirms = ConfirmTracker::default();
     let mut deliveries = Deliveries::default();
     let mut seq = 0;
+    let bodies = Bodies::recycled(config.size);
     let timer = Timer::start();
     loop {
         deliveries.drain(&mut conn, &mut seen, Some(&mut confirms))?;
@@ -659,7 +661,7 @@ pub(super) async fn large(config: &ScenarioConfig) -> Result<Measured> {
             break;
         }
         if seq < config.n && confirms.in_flight() < LARGE_WINDOW as u64 {
-            let body = body::encode(seq, config.size);
+            let body = bodies.body(seq);
             encode_publish(
                 conn.write_buf(),
                 CHANNEL,
