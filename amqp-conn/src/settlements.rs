@@ -155,6 +155,10 @@ impl TagSet {
 
     /// Where `tag` is, if it is in the set.
     fn find(&self, tag: u64) -> Option<usize> {
+        // Deliveries are mostly settled in order: the first, at once.
+        if self.entries.front() == Some(&tag) {
+            return Some(0);
+        }
         let index = self
             .entries
             .binary_search_by_key(&tag, |&entry| entry & !Self::REMOVED)
