@@ -83,6 +83,8 @@ mod message;
 mod sasl;
 mod settlements;
 mod state;
+#[cfg(test)]
+mod test_random;
 mod transport;
 mod tuning;
 

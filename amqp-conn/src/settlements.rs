@@ -326,13 +326,7 @@ mod tests {
     #[test]
     fn any_order_of_settlements_agrees_with_a_set_of_waiting_tags() {
         use std::collections::BTreeSet;
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |below: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % below
-        };
+        let mut next = crate::test_random::below_from(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..100 {
             let mut s = Settlements::default();
             let (mut waiting, mut stale) = (BTreeSet::new(), BTreeSet::new());

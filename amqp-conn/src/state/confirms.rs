@@ -277,13 +277,7 @@ mod tests {
     /// order, unknown tags) against a plain map of what each publish got.
     #[test]
     fn any_order_of_confirms_resolves_what_a_map_of_publishes_says() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |below: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % below
-        };
+        let mut next = crate::test_random::below_from(0x2545_f491_4f6c_dd1du64);
         for _ in 0..200 {
             let mut t = ConfirmTracker::new();
             let mut receivers = Vec::new();
