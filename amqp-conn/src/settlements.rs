@@ -175,9 +175,7 @@ impl TagSet {
         }
         self.entries[index] |= Self::REMOVED;
         self.removed += 1;
-        if self.entries.len() >= Self::COMPACT_MIN && self.removed * 2 > self.entries.len() {
-            self.compact();
-        }
+        self.sweep_if_mostly_removed();
     }
 
     /// Removes the tag at `index` and every tag before it.
@@ -189,6 +187,15 @@ impl TagSet {
             .count();
         self.removed -= marked;
         self.drop_removed_front();
+        // Taking tags from the front can leave the rest mostly marked.
+        self.sweep_if_mostly_removed();
+    }
+
+    /// Drops the marked entries once they are more than half of all.
+    fn sweep_if_mostly_removed(&mut self) {
+        if self.entries.len() >= Self::COMPACT_MIN && self.removed * 2 > self.entries.len() {
+            self.compact();
+        }
     }
 
     /// The smallest tag in the set.
@@ -372,6 +379,20 @@ mod tests {
                 assert_eq!(s.is_settled(tag), !waiting.contains(&tag));
             }
         }
+    }
+
+    #[test]
+    fn a_multiple_settle_of_the_front_leaves_no_mostly_marked_rest() {
+        let mut s = delivered(1..=300);
+        // 149 tags settled one by one: just short of a sweep (150 of 300).
+        for tag in 150..=298 {
+            assert_eq!(s.settle(tag, false), Ok(false));
+        }
+        assert_eq!(s.waiting.entries.len(), 300);
+        // Taking the 100 at the front leaves 149 marked of 200.
+        assert_eq!(s.settle(100, true), Ok(true));
+        assert_eq!(s.waiting(), 51);
+        assert!(s.waiting.entries.len() <= 2 * 51 + TagSet::COMPACT_MIN);
     }
 
     #[test]

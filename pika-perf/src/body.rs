@@ -268,6 +268,17 @@ mod tests {
         assert_ne!(bodies.body(4).as_ptr(), address, "a slice still holds it");
         drop(slice);
         assert_eq!(bodies.body(5).as_ptr(), address);
+
+        let many: Vec<Bytes> = (0..RecycledBodies::KEEP as u64 + 4)
+            .map(|seq| bodies.body(seq))
+            .collect();
+        drop(many);
+        let kept = bodies.shelf.free.lock().map(|free| free.len()).ok();
+        assert_eq!(
+            kept,
+            Some(RecycledBodies::KEEP),
+            "at most KEEP buffers wait"
+        );
     }
 
     #[test]
