@@ -97,7 +97,7 @@ async fn second_node_soak_loses_no_confirmed_message_through_faults_and_restarts
         rate: None,
     };
     let (publishing, progress) =
-        traffic::publish(publisher.clone(), queue_name.clone(), load, ledger.clone());
+        traffic::publish(connection.clone(), queue_name.clone(), load, ledger.clone());
 
     // The faults, spread over the publishing: each waits for the
     // connection to be restored before the next.

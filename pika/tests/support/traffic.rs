@@ -4,12 +4,12 @@
 //! has any recovery code: they publish and consume whatever happens
 //! underneath.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use pika::{Channel, ConnectionEvent, DeliveryMode, Message, Queue};
+use pika::{Channel, Connection, ConnectionEvent, DeliveryMode, Message, Queue};
 use pika_test_support::Ledger;
 
 /// Each publish's timeout, as issue 10 sets it.
@@ -28,10 +28,70 @@ pub fn from_env(name: &str, default: u64) -> u64 {
 pub struct Progress {
     /// Publishes with an outcome.
     pub published: AtomicU64,
+    /// Channels opened after a nack (see [`publish`]).
+    pub channels_opened: AtomicU64,
     /// When the last confirm arrived.
     pub last_confirm: Mutex<Option<Instant>>,
     /// When the last delivery arrived (for the consumer's progress).
     pub last_delivery: Mutex<Option<Instant>>,
+    /// Why publishes ended indeterminate: each distinct error, how many
+    /// times, and when it first and last happened.
+    pub errors: Mutex<Vec<PublishErrors>>,
+}
+
+/// Publishes that ended with the same error.
+#[derive(Debug)]
+pub struct PublishErrors {
+    /// The error as displayed.
+    pub error: String,
+    /// How many publishes ended with it.
+    pub count: u64,
+    /// When it first happened.
+    pub first: Instant,
+    /// When it last happened.
+    pub last: Instant,
+}
+
+impl Progress {
+    /// Records a publish that ended with `error`.
+    pub fn failed(&self, error: String) {
+        let now = Instant::now();
+        let mut errors = self.errors.lock().unwrap();
+        match errors.iter_mut().find(|e| e.error == error) {
+            Some(seen) => {
+                seen.count += 1;
+                seen.last = now;
+            }
+            None => errors.push(PublishErrors {
+                error,
+                count: 1,
+                first: now,
+                last: now,
+            }),
+        }
+    }
+
+    /// The errors publishes ended with, one a line, times relative to
+    /// `origin` (for a test's failure message).
+    pub fn errors_since(&self, origin: Instant) -> String {
+        let errors = self.errors.lock().unwrap();
+        if errors.is_empty() {
+            return "no publish failed".to_string();
+        }
+        errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} x from {:.1?} to {:.1?}: {}",
+                    e.count,
+                    e.first.saturating_duration_since(origin),
+                    e.last.saturating_duration_since(origin),
+                    e.error
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Progress {
@@ -76,11 +136,21 @@ pub struct Load {
     pub rate: Option<f64>,
 }
 
-/// Publishes `load` to `queue` through the default exchange and records
-/// each attempt and outcome: a confirm, a nack, or anything else as
-/// indeterminate (a timeout or a lost connection: it may have arrived).
+/// Publishes `load` to `queue` through the default exchange of a channel
+/// of `connection`, and records each attempt and outcome: a confirm, a
+/// nack, or anything else as indeterminate (a timeout or a lost
+/// connection: it may have arrived).
+///
+/// After a nack the next publishes go on a new channel. That is the one
+/// thing this publisher does about faults, and it is for the broker:
+/// RabbitMQ 3.10 (`rabbit_fifo_client:enqueue/3`) gives a channel's
+/// first publish to a quorum queue the leader named in the queue's
+/// record. If that node has just stopped, it rejects the publish and
+/// keeps no state, so that channel asks the stopped node again for every
+/// later publish to that queue: nacks for as long as the channel lives.
+/// A new channel starts from the record as it is by then.
 pub fn publish(
-    channel: Channel,
+    connection: Connection,
     queue: String,
     load: Load,
     ledger: Ledger,
@@ -88,7 +158,8 @@ pub fn publish(
     let progress = Arc::new(Progress::default());
     let shared = progress.clone();
     let task = tokio::spawn(async move {
-        let exchange = channel.default_exchange();
+        let mut exchange = open_channel(&connection).await.default_exchange();
+        let nacked = Arc::new(AtomicBool::new(false));
         let mut in_flight = FuturesUnordered::new();
         let mut pace = load
             .rate
@@ -108,12 +179,17 @@ pub fn publish(
                     }
                 }
             }
+            if nacked.swap(false, Ordering::Relaxed) {
+                exchange = open_channel(&connection).await.default_exchange();
+                shared.channels_opened.fetch_add(1, Ordering::Relaxed);
+            }
             ledger.published(id);
-            let (exchange, ledger, queue, progress) = (
+            let (exchange, ledger, queue, progress, nacked) = (
                 exchange.clone(),
                 ledger.clone(),
                 queue.clone(),
                 shared.clone(),
+                nacked.clone(),
             );
             in_flight.push(async move {
                 let message = Message::new(id.to_string()).delivery_mode(DeliveryMode::Persistent);
@@ -127,7 +203,15 @@ pub fn publish(
                         *progress.last_confirm.lock().unwrap() = Some(Instant::now());
                     }
                     Ok(_) => ledger.nacked(id),
-                    Err(_) => ledger.indeterminate(id),
+                    Err(error) => {
+                        progress.failed(error.to_string());
+                        if matches!(error, pika::Error::Nacked { .. }) {
+                            ledger.nacked(id);
+                            nacked.store(true, Ordering::Relaxed);
+                        } else {
+                            ledger.indeterminate(id);
+                        }
+                    }
                 }
                 progress.published.fetch_add(1, Ordering::Relaxed);
             });
@@ -135,6 +219,15 @@ pub fn publish(
         while in_flight.next().await.is_some() {}
     });
     (task, progress)
+}
+
+/// A channel of `connection` to publish on; waits while the connection
+/// is being restored.
+async fn open_channel(connection: &Connection) -> Channel {
+    connection
+        .channel()
+        .await
+        .unwrap_or_else(|error| panic!("opening a channel to publish on: {error}"))
 }
 
 /// What the consumer has done so far.
