@@ -87,18 +87,30 @@ impl ConfirmTracker {
     /// Handles `basic.ack` (`nack == false`) or `basic.nack`.
     pub(crate) fn on_confirm(&mut self, tag: u64, multiple: bool, nack: bool) {
         if multiple {
-            let end = self.pending.partition_point(|p| p.seq <= tag);
-            for _ in 0..end {
+            // Everything up to `tag` is at the front: no search.
+            while self.pending.front().is_some_and(|p| p.seq <= tag) {
                 if let Some(pending) = self.pending.pop_front() {
                     self.resolve_pending(pending, nack);
                 }
             }
-        } else if let Ok(index) = self.pending.binary_search_by_key(&tag, |p| p.seq) {
+        } else if let Some(index) = self.index_of(tag) {
             if let Some(pending) = self.pending.remove(index) {
                 self.resolve_pending(pending, nack);
             }
         }
         // Otherwise an unknown or repeated tag: nothing waits for it.
+    }
+
+    /// Where the publish numbered `tag` waits. Confirms mostly come in
+    /// order, so the front, then the place it would have with no gaps,
+    /// are looked at before a search.
+    fn index_of(&self, tag: u64) -> Option<usize> {
+        let first = self.pending.front()?.seq;
+        let guess = usize::try_from(tag.checked_sub(first)?).ok()?;
+        if self.pending.get(guess).is_some_and(|p| p.seq == tag) {
+            return Some(guess);
+        }
+        self.pending.binary_search_by_key(&tag, |p| p.seq).ok()
     }
 
     fn resolve_pending(&mut self, pending: Pending, nack: bool) {
