@@ -102,8 +102,9 @@ impl ConfirmTracker {
     }
 
     /// Where the publish numbered `tag` waits. Confirms mostly come in
-    /// order, so the front, then the place it would have with no gaps,
-    /// are looked at before a search.
+    /// order, so the place it has when no publish before it was
+    /// confirmed out of order (the front, for the first) is looked at
+    /// before a search.
     fn index_of(&self, tag: u64) -> Option<usize> {
         let first = self.pending.front()?.seq;
         let guess = usize::try_from(tag.checked_sub(first)?).ok()?;

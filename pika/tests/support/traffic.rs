@@ -2,7 +2,8 @@
 //! [`Ledger`]: a publisher of persistent messages with confirms (a window
 //! in flight, a timeout each) and a consumer with manual acks. Neither
 //! has any recovery code: they publish and consume whatever happens
-//! underneath.
+//! underneath. The publisher's one reaction is to a broker bug: after a
+//! nack it publishes on a new channel (see [`publish`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,8 +35,8 @@ pub struct Progress {
     pub last_confirm: Mutex<Option<Instant>>,
     /// When the last delivery arrived (for the consumer's progress).
     pub last_delivery: Mutex<Option<Instant>>,
-    /// Why publishes ended indeterminate: each distinct error, how many
-    /// times, and when it first and last happened.
+    /// Why publishes failed (nacked or indeterminate): each distinct
+    /// error, how many times, and when it first and last happened.
     pub errors: Mutex<Vec<PublishErrors>>,
 }
 
@@ -92,9 +93,6 @@ impl Progress {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-impl Progress {
     /// Waits until `count` publishes have an outcome.
     pub async fn until_published(&self, count: u64) {
         while self.published.load(Ordering::Relaxed) < count {
@@ -202,7 +200,12 @@ pub fn publish(
                         ledger.confirmed(id);
                         *progress.last_confirm.lock().unwrap() = Some(Instant::now());
                     }
-                    Ok(_) => ledger.nacked(id),
+                    Ok(other) => {
+                        // Returned or not confirmed: no ack, so it may or
+                        // may not be in the queue.
+                        progress.failed(format!("not acked: {other:?}"));
+                        ledger.indeterminate(id);
+                    }
                     Err(error) => {
                         progress.failed(error.to_string());
                         if matches!(error, pika::Error::Nacked { .. }) {
