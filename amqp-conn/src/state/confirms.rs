@@ -88,10 +88,8 @@ impl ConfirmTracker {
     pub(crate) fn on_confirm(&mut self, tag: u64, multiple: bool, nack: bool) {
         if multiple {
             // Everything up to `tag` is at the front: no search.
-            while self.pending.front().is_some_and(|p| p.seq <= tag) {
-                if let Some(pending) = self.pending.pop_front() {
-                    self.resolve_pending(pending, nack);
-                }
+            while let Some(pending) = self.pending.pop_front_if(|p| p.seq <= tag) {
+                self.resolve_pending(pending, nack);
             }
         } else if let Some(index) = self.index_of(tag) {
             if let Some(pending) = self.pending.remove(index) {
