@@ -5,7 +5,7 @@
 //! underneath. The publisher's one reaction is to a broker bug: after a
 //! nack it publishes on a new channel (see [`publish`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -139,7 +139,8 @@ pub struct Load {
 /// nack, or anything else as indeterminate (a timeout or a lost
 /// connection: it may have arrived).
 ///
-/// After a nack the next publishes go on a new channel. That is the one
+/// After a nack of the channel in use (not a late one of a channel left
+/// behind), the next publishes go on a new channel. That is the one
 /// thing this publisher does about faults, and it is for the broker:
 /// RabbitMQ 3.10 (`rabbit_fifo_client:enqueue/3`) gives a channel's
 /// first publish to a quorum queue the leader named in the queue's
@@ -157,7 +158,11 @@ pub fn publish(
     let shared = progress.clone();
     let task = tokio::spawn(async move {
         let mut exchange = open_channel(&connection).await.default_exchange();
-        let nacked = Arc::new(AtomicBool::new(false));
+        // Channels are numbered from 1 as they are opened; `nacked_on`
+        // holds the highest number that nacked, so a late nack of a
+        // channel already left behind does not open another.
+        let mut channel_number = 1u64;
+        let nacked_on = Arc::new(AtomicU64::new(0));
         let mut in_flight = FuturesUnordered::new();
         let mut pace = load
             .rate
@@ -177,17 +182,18 @@ pub fn publish(
                     }
                 }
             }
-            if nacked.swap(false, Ordering::Relaxed) {
+            if nacked_on.load(Ordering::Relaxed) == channel_number {
                 exchange = open_channel(&connection).await.default_exchange();
+                channel_number += 1;
                 shared.channels_opened.fetch_add(1, Ordering::Relaxed);
             }
             ledger.published(id);
-            let (exchange, ledger, queue, progress, nacked) = (
+            let (exchange, ledger, queue, progress, nacked_on) = (
                 exchange.clone(),
                 ledger.clone(),
                 queue.clone(),
                 shared.clone(),
-                nacked.clone(),
+                nacked_on.clone(),
             );
             in_flight.push(async move {
                 let message = Message::new(id.to_string()).delivery_mode(DeliveryMode::Persistent);
@@ -210,7 +216,7 @@ pub fn publish(
                         progress.failed(error.to_string());
                         if matches!(error, pika::Error::Nacked { .. }) {
                             ledger.nacked(id);
-                            nacked.store(true, Ordering::Relaxed);
+                            nacked_on.fetch_max(channel_number, Ordering::Relaxed);
                         } else {
                             ledger.indeterminate(id);
                         }
